@@ -1,0 +1,3 @@
+import ColBERTCLI
+
+await ColBERTCommand.main()
