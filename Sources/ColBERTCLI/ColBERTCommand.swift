@@ -5,7 +5,16 @@ public struct ColBERTCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "colbert",
         abstract: "A local ColBERT late-interaction retrieval server.",
-        subcommands: []
+        subcommands: [BenchCommand.self]
     )
     public init() {}
+}
+
+/// `colbert bench ...`: benchmarks that print figures.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmarks: encoder throughput and latency, search latency, server overhead.",
+        subcommands: []
+    )
 }
