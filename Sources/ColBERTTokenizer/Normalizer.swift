@@ -83,21 +83,51 @@ struct TextNormalizer: Sendable {
         }
     }
 
+    /// Whether a step composes (NFC, NFKC): composition can join an ASCII base with a following
+    /// mark, so such pipelines must see the whole text at once.
+    private var composes: Bool { steps.contains(.nfc) || steps.contains(.nfkc) }
+
     /// Appends the normalized UTF-8 of `input` (valid UTF-8) to `output`.
+    ///
+    /// Every step is either per scalar or a decomposition, and ASCII scalars are decomposition and
+    /// reordering barriers (canonical combining class 0), so ASCII bytes take a table lookup and
+    /// only the non-ASCII runs between them go through the scalar pipeline.
     func normalize(_ input: UnsafeBufferPointer<UInt8>, into output: inout [UInt8]) {
         if steps.isEmpty { output.append(contentsOf: input); return }
-        var ascii = true
-        for b in input where b >= 0x80 { ascii = false; break }
-        if ascii {
-            for b in input {
-                let m = asciiMap[Int(b)]
-                if m != 0xFF { output.append(m) }
-            }
+        var scalars: [Unicode.Scalar] = []
+        var scratch: [Unicode.Scalar] = []
+        if composes {
+            normalizeScalars(input, into: &output, &scalars, &scratch)
             return
         }
-        var scalars = decodeScalars(input)
-        var scratch: [Unicode.Scalar] = []
-        scratch.reserveCapacity(scalars.count + 8)
+        asciiMap.withUnsafeBufferPointer { map in
+            let n = input.count
+            var i = 0
+            while i < n {
+                let b = input[i]
+                if b < 0x80 {
+                    let m = map[Int(b)]
+                    if m != 0xFF { output.append(m) }
+                    i += 1
+                    continue
+                }
+                var j = i + 1
+                while j < n && input[j] >= 0x80 { j += 1 }
+                normalizeScalars(UnsafeBufferPointer(rebasing: input[i..<j]), into: &output, &scalars, &scratch)
+                i = j
+            }
+        }
+    }
+
+    private func normalizeScalars(_ input: UnsafeBufferPointer<UInt8>, into output: inout [UInt8],
+                                  _ scalars: inout [Unicode.Scalar], _ scratch: inout [Unicode.Scalar]) {
+        scalars.removeAll(keepingCapacity: true)
+        var i = 0
+        while i < input.count {
+            let (v, len) = decodeScalar(input, at: i)
+            scalars.append(Unicode.Scalar(v) ?? "\u{FFFD}")
+            i += len
+        }
         for step in steps {
             scratch.removeAll(keepingCapacity: true)
             apply(step, scalars, into: &scratch)
@@ -132,15 +162,16 @@ struct TextNormalizer: Sendable {
                     out.append(s)
                 }
             }
-        case .nfd, .nfc, .nfkd, .nfkc:
-            // ASCII and Latin-1 letters below U+00A0 are stable under every normalization form.
+        case .nfd:
+            canonicalDecomposition(input, into: &out)
+        case .nfc, .nfkd, .nfkc:
+            // ASCII and C1 controls are stable under every normalization form.
             guard input.contains(where: { $0.value >= 0xA0 }) else { out.append(contentsOf: input); return }
             var view = String.UnicodeScalarView()
             view.append(contentsOf: input)
             let string = String(view)
             let normalized: String
             switch step {
-            case .nfd: normalized = string.decomposedStringWithCanonicalMapping
             case .nfc: normalized = string.precomposedStringWithCanonicalMapping
             case .nfkd: normalized = string.decomposedStringWithCompatibilityMapping
             default: normalized = string.precomposedStringWithCompatibilityMapping

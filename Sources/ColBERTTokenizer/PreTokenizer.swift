@@ -10,21 +10,18 @@ enum PreTokenizerStep: Sendable, Equatable {
     case whitespaceSplit
 }
 
-/// Character classes used by the pre-tokenizers, for ASCII bytes.
-private let asciiClass: [UInt8] = {
-    // bit 0: White_Space, bit 1: BERT punctuation, bit 2: regex \w
-    var t = [UInt8](repeating: 0, count: 128)
-    for b in [0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20] { t[b] |= 1 }
-    for b in 33...47 { t[b] |= 2 }
-    for b in 58...64 { t[b] |= 2 }
-    for b in 91...96 { t[b] |= 2 }
-    for b in 123...126 { t[b] |= 2 }
-    for b in 0x30...0x39 { t[b] |= 4 }
-    for b in 0x41...0x5A { t[b] |= 4 }
-    for b in 0x61...0x7A { t[b] |= 4 }
-    t[0x5F] |= 4
-    return t
-}()
+/// Character class of an ASCII byte for the pre-tokenizers (a function rather than a global
+/// table, so the hot loop pays no lazy-initialisation check).
+/// bit 0: White_Space, bit 1: BERT punctuation, bit 2: regex \w.
+@inline(__always)
+private func asciiClass(_ b: UInt8) -> UInt8 {
+    switch b {
+    case 0x30...0x39, 0x41...0x5A, 0x61...0x7A, 0x5F: return b == 0x5F ? 6 : 4
+    case 0x09...0x0D, 0x20: return 1
+    case 33...47, 58...64, 91...96, 123...126: return 2
+    default: return 0
+    }
+}
 
 @inline(__always)
 func isUnicodePunctuation(_ s: Unicode.Scalar) -> Bool {
@@ -113,7 +110,7 @@ struct PreTokenizer: Sendable {
             var space = false, punct = false, word = false
             if byte < 0x80 {
                 len = 1
-                let c = asciiClass[Int(byte)]
+                let c = asciiClass(byte)
                 space = c & 1 != 0
                 punct = c & 2 != 0
                 word = c & 4 != 0

@@ -83,3 +83,38 @@ import Testing
         #expect(pythonStrip("abc") == "abc")
     }
 }
+
+@Suite struct CanonicalDecompositionTests {
+    func foundationNFD(_ scalars: [Unicode.Scalar]) -> [Unicode.Scalar] {
+        var view = String.UnicodeScalarView()
+        view.append(contentsOf: scalars)
+        return Array(String(view).decomposedStringWithCanonicalMapping.unicodeScalars)
+    }
+
+    @Test func matchesFoundationIncludingOrderingAndHangul() {
+        let samples: [[Unicode.Scalar]] = [
+            ["a", "\u{301}", "\u{316}"],        // ccc 230 then 220: reordered
+            ["\u{1E09}", "\u{323}"],            // ḉ + dot below: decomposed marks reordered
+            ["한", "국", "어"],
+            ["が", "ﬁ", "Å", "Ω"],              // outside the table, compatibility-only, singletons
+            ["\u{2ADC}", "x", "\u{0F73}"],
+        ]
+        for sample in samples {
+            var out: [Unicode.Scalar] = []
+            canonicalDecomposition(sample, into: &out)
+            #expect(out == foundationNFD(sample), "\(sample)")
+        }
+        for v in stride(from: UInt32(0xA0), to: 0x3100, by: 7) {
+            guard let s = Unicode.Scalar(v) else { continue }
+            var out: [Unicode.Scalar] = []
+            canonicalDecomposition([s], into: &out)
+            #expect(out == foundationNFD([s]), "U+\(String(v, radix: 16))")
+        }
+    }
+
+    @Test func kanaVoicingMarkIsStripped() {
+        guard let t = Fixtures.minilm else { return }
+        #expect(t.tokenize("が") == t.tokenize("か"))
+        #expect(t.tokenize("ÀÉÎÕÜ") == t.tokenize("aeiou"))
+    }
+}
