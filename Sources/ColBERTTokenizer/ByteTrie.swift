@@ -3,14 +3,41 @@
 /// WordPiece's greedy longest-match and the added-token scan both need exactly this query, and a
 /// byte trie answers it in one forward walk, without building candidate Strings.
 struct ByteTrie: Sendable {
-    /// Child of the root for each first byte, or -1. Node 0 is the root.
-    private let rootChildren: [Int32]
-    /// Children of node `n` are `childLabels/childNodes[childStart[n] ..< childStart[n + 1]]`, sorted by label.
-    private let childStart: [Int32]
-    private let childLabels: [UInt8]
-    private let childNodes: [Int32]
-    /// Value stored at each node, or -1 when no key ends there.
-    private let values: [Int32]
+    /// Flat node tables in manually allocated memory, so the matching loop runs without bounds
+    /// checks or array retains. Written once in `init`, read-only afterwards.
+    final class Storage: @unchecked Sendable {
+        /// Child of the root for each first byte, or -1. Node 0 is the root.
+        let rootChildren: UnsafeMutablePointer<Int32>
+        /// Children of node `n` are `childLabels/childNodes[childStart[n] ..< childStart[n + 1]]`, sorted by label.
+        let childStart: UnsafeMutablePointer<Int32>
+        let childLabels: UnsafeMutablePointer<UInt8>
+        let childNodes: UnsafeMutablePointer<Int32>
+        /// Value stored at each node, or -1 when no key ends there.
+        let values: UnsafeMutablePointer<Int32>
+
+        init(root: [Int32], childStart: [Int32], childLabels: [UInt8], childNodes: [Int32], values: [Int32]) {
+            func copy<T>(_ array: [T]) -> UnsafeMutablePointer<T> {
+                let p = UnsafeMutablePointer<T>.allocate(capacity: max(array.count, 1))
+                _ = UnsafeMutableBufferPointer(start: p, count: array.count).initialize(from: array)
+                return p
+            }
+            self.rootChildren = copy(root)
+            self.childStart = copy(childStart)
+            self.childLabels = copy(childLabels)
+            self.childNodes = copy(childNodes)
+            self.values = copy(values)
+        }
+
+        deinit {
+            rootChildren.deallocate()
+            childStart.deallocate()
+            childLabels.deallocate()
+            childNodes.deallocate()
+            values.deallocate()
+        }
+    }
+
+    let storage: Storage
 
     /// Builds the trie. Empty keys are ignored; for duplicate keys the first one wins.
     init(entries: [(key: [UInt8], value: Int32)]) {
@@ -61,22 +88,22 @@ struct ByteTrie: Sendable {
         }
         var root = [Int32](repeating: -1, count: 256)
         for slot in Int(counts[0])..<Int(counts[1]) { root[Int(childLabels[slot])] = childNodes[slot] }
-        self.rootChildren = root
-        self.childStart = counts
-        self.childLabels = childLabels
-        self.childNodes = childNodes
-        self.values = values
+        self.storage = Storage(root: root, childStart: counts, childLabels: childLabels,
+                               childNodes: childNodes, values: values)
     }
 
     /// Whether some key starts with `byte`.
     @inline(__always)
-    func hasKey(startingWith byte: UInt8) -> Bool { rootChildren[Int(byte)] >= 0 }
+    func hasKey(startingWith byte: UInt8) -> Bool { storage.rootChildren[Int(byte)] >= 0 }
 
     /// The longest key equal to `bytes[from ..< k]` for some `k <= to`, as (value, length);
     /// length 0 when no key matches.
     @inline(__always)
     func longestMatch(in bytes: UnsafeBufferPointer<UInt8>, from: Int, to: Int) -> (value: Int32, length: Int) {
         guard from < to else { return (-1, 0) }
+        let rootChildren = storage.rootChildren, values = storage.values, childStart = storage.childStart
+        let childLabels = storage.childLabels, childNodes = storage.childNodes
+        guard let bytes = bytes.baseAddress else { return (-1, 0) }
         var node = rootChildren[Int(bytes[from])]
         if node < 0 { return (-1, 0) }
         var best: (value: Int32, length: Int) = (-1, 0)
