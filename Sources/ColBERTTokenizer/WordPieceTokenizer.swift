@@ -111,6 +111,11 @@ public struct WordPieceTokenizer: Sendable {
             }
         }
 
+        // Ids index a dense table; a corrupt file with a huge id must not make us allocate gigabytes.
+        let idLimit = max(1 << 24, 4 * (vocab.count + added.count))
+        guard Int(maxId) < idLimit else {
+            throw TokenizerError.invalidVocabulary(reason: "token id \(maxId) is implausibly large for \(vocab.count) entries")
+        }
         var addedIds: [String: Int32] = [:]
         for token in added where addedIds[token.content] == nil { addedIds[token.content] = token.id }
         var names = [String?](repeating: nil, count: Int(maxId) + 1)

@@ -44,6 +44,8 @@ import Testing
         #expect(error(badNorm)?.description.contains("Precompiled") == true)
         let badPre = try syntheticTokenizerJSON(vocab: vocab, preTokenizer: ["type": "ByteLevel"])
         #expect(error(badPre)?.description.contains("ByteLevel") == true)
+        let hugeId = try syntheticTokenizerJSON(vocab: vocab, addedTokens: [["id": 2_000_000_000, "content": "x"]])
+        #expect(error(hugeId)?.description.contains("implausibly large") == true)
         let badAdded = try syntheticTokenizerJSON(vocab: vocab, addedTokens: [["content": "x"]])
         #expect(error(badAdded) != nil)
         do {
