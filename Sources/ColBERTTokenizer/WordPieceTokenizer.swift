@@ -180,6 +180,8 @@ public struct WordPieceTokenizer: Sendable {
     }
 
     /// Token ids of `text` without special tokens, padding or truncation; added tokens honoured.
+    /// The text is used as given: PyLate strips it first, so callers matching PyLate pass
+    /// `pythonStrip(text)`.
     public func tokenize(_ text: String) -> [Int32] {
         var output: [Int32] = []
         output.reserveCapacity(text.utf8.count / 3 + 4)

@@ -30,6 +30,13 @@ import Testing
         #expect(split.tokenize("hello world!") == [4, 0])
     }
 
+    @Test func compatibilityNormalizer() throws {
+        let normalizer: [String: Any] = ["type": "Sequence", "normalizers": [["type": "NFKC"], ["type": "Lowercase"]]]
+        let t = try WordPieceTokenizer(jsonData: syntheticTokenizerJSON(vocab: vocab, normalizer: normalizer))
+        #expect(t.tokenize("ＨＥＬＬＯ\u{A0}ｗｏｒｌｄ") == [4, 5])
+        #expect(t.tokenize("he\u{301}llo") == [7])   // NFKC composes e + U+0301 into é
+    }
+
     @Test func badInputsThrowClearErrors() throws {
         func error(_ data: Data) -> TokenizerError? {
             do { _ = try WordPieceTokenizer(jsonData: data); return nil } catch { return error as? TokenizerError }
