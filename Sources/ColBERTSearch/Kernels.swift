@@ -1,5 +1,10 @@
 import ColBERTCore
 import Dispatch
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Bounded selection of the best documents in the result order (score desc, id asc). A binary
 /// heap whose root is the worst kept entry, so a full scan costs O(n log k).
@@ -78,6 +83,14 @@ private struct UncheckedSendable<T>: @unchecked Sendable {
 
 @inline(__always) func nowSeconds() -> Double {
     Double(DispatchTime.now().uptimeNanoseconds) * 1e-9
+}
+
+/// CPU time of the calling thread, in seconds: a latency figure that other processes on a
+/// busy machine do not inflate (as long as the work stays on this thread).
+func threadCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
 /// Per-query-token lookup tables over packed residual bytes, built through 16-entry nibble
@@ -160,10 +173,37 @@ final class ExactScorer {
     let codec: ResidualCodec
     private var docVectors: [Float] = []
     private var scores: [Float] = []
+    /// For every byte value, the bucket weights of the dims it packs: decoding is then one
+    /// table row per code byte instead of shifting out each dimension.
+    private let expand: [Float]
 
     init(dim: Int, codec: ResidualCodec) {
         self.dim = dim
         self.codec = codec
+        let per = codec.dimsPerByte, nbits = codec.nbits, mask = (1 << nbits) - 1
+        var e = [Float](repeating: 0, count: 256 * per)
+        for byte in 0..<256 {
+            for j in 0..<per { e[byte * per + j] = codec.bucketWeights[(byte >> (8 - nbits * (j + 1))) & mask] }
+        }
+        expand = e
+    }
+
+    /// Same as `ResidualCodec.decode(normalize: true)`, table-driven.
+    @inline(__always)
+    private func decode(_ code: UnsafeRawPointer, centroid c: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>,
+                        expand e: UnsafePointer<Float>) {
+        let per = codec.dimsPerByte
+        let bytes = codec.bytesPerVector
+        let b = code.assumingMemoryBound(to: UInt8.self)
+        for p in 0..<bytes {
+            let row = e + Int(b[p]) * per
+            let base = p * per
+            for j in 0..<per { out[base + j] = c[base + j] + row[j] }
+        }
+        var s: Float = 0
+        for d in 0..<dim { s += out[d] * out[d] }
+        let inv = 1 / max(s.squareRoot(), 1e-12)
+        for d in 0..<dim { out[d] *= inv }
     }
 
     /// Writes `max_j q_r · d_j` for every query row `r` into `rowMax` (`rows` floats); returns
@@ -175,20 +215,22 @@ final class ExactScorer {
         if docVectors.count < n * dim { docVectors = [Float](repeating: 0, count: n * dim) }
         if scores.count < rows * n { scores = [Float](repeating: 0, count: rows * n) }
         let dim = self.dim
-        docVectors.withUnsafeMutableBufferPointer { dv in
-            let d = dv.baseAddress!
-            for j in 0..<n {
-                codec.decode(codes: document.code(j), centroid: centroids + Int(document.centroidId(j)) * dim,
-                             into: d + j * dim, normalize: true)
-            }
-            scores.withUnsafeMutableBufferPointer { sv in
-                let s = sv.baseAddress!
-                BLAS.sgemm(transB: true, m: rows, n: n, k: dim, a: query, lda: dim, b: d, ldb: dim, c: s, ldc: n)
-                for r in 0..<rows {
-                    let row = s + r * n
-                    var m = row[0]
-                    for j in 1..<n where row[j] > m { m = row[j] }
-                    rowMax[r] = m
+        expand.withUnsafeBufferPointer { eb in
+            docVectors.withUnsafeMutableBufferPointer { dv in
+                let d = dv.baseAddress!
+                for j in 0..<n {
+                    decode(document.code(j), centroid: centroids + Int(document.centroidId(j)) * dim,
+                           into: d + j * dim, expand: eb.baseAddress!)
+                }
+                scores.withUnsafeMutableBufferPointer { sv in
+                    let s = sv.baseAddress!
+                    BLAS.sgemm(transB: true, m: rows, n: n, k: dim, a: query, lda: dim, b: d, ldb: dim, c: s, ldc: n)
+                    for r in 0..<rows {
+                        let row = s + r * n
+                        var m = row[0]
+                        for j in 1..<n where row[j] > m { m = row[j] }
+                        rowMax[r] = m
+                    }
                 }
             }
         }

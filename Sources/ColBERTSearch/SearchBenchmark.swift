@@ -13,6 +13,9 @@ public enum SearchBenchmark {
         public var p90: Double
         public var p99: Double
         public var mean: Double
+        /// Median CPU time of the searching thread per query, milliseconds (meaningful at
+        /// threads = 1; robust to other load on the machine).
+        public var cpuP50: Double
         /// Mean per-stage time, milliseconds.
         public var stages: SearchTimings
         /// Mean recall@k of pruned against exhaustive top-k.
@@ -26,7 +29,7 @@ public enum SearchBenchmark {
             return """
             pruned k=\(k) nprobe=\(parameters.nprobe) threshold=\(parameters.centroidScoreThreshold.map { "\($0)" } ?? "none") \
             rerank=\(parameters.rerankDepth) missing=\(parameters.missingSimilarity.rawValue) threads=\(threads) queries=\(queries)
-              latency ms: p50 \(f(p50)) p90 \(f(p90)) p99 \(f(p99)) mean \(f(mean))
+              latency ms: p50 \(f(p50)) p90 \(f(p90)) p99 \(f(p99)) mean \(f(mean)); thread CPU p50 \(f(cpuP50))
               stages ms: centroids \(f(s.centroidScores)) select \(f(s.selection)) luts \(f(s.lookupTables)) \
             scoring \(f(s.scoring)) reduce \(f(s.reduction)) rerank \(f(s.rerank)); \
             candidates \(s.candidates) tokens scored \(s.scoredTokens)
@@ -51,15 +54,17 @@ public enum SearchBenchmark {
             exhaustiveTime = (nowSeconds() - t0) / Double(max(1, queries.count))
         }
         var latencies: [Double] = []
+        var cpu: [Double] = []
         var stages = SearchTimings()
         var recall = 0.0
         for q in queries { _ = try MaxSimSearcher.search(query: q, in: index, k: k, parameters: parameters, threads: threads) }
         for _ in 0..<max(1, repeats) {
             for (i, q) in queries.enumerated() {
-                let t0 = nowSeconds()
+                let t0 = nowSeconds(), c0 = threadCPUSeconds()
                 let (r, t) = try MaxSimSearcher.searchWithTimings(query: q, in: index, k: k,
                                                                   parameters: parameters, threads: threads)
                 latencies.append(nowSeconds() - t0)
+                cpu.append(threadCPUSeconds() - c0)
                 stages += t
                 recall += Evaluation.overlapRecall(r, reference: truth[i], k: k)
             }
@@ -76,7 +81,8 @@ public enum SearchBenchmark {
         mean.scoredTokens = Int(Double(mean.scoredTokens) / n)
         let report = Report(queries: queries.count, k: k, threads: threads, parameters: parameters,
                             p50: pct(0.5), p90: pct(0.9), p99: pct(0.99),
-                            mean: latencies.reduce(0, +) / n * 1000, stages: mean,
+                            mean: latencies.reduce(0, +) / n * 1000,
+                            cpuP50: cpu.isEmpty ? 0 : cpu.sorted()[cpu.count / 2] * 1000, stages: mean,
                             recallAtK: recall / n, exhaustiveMean: exhaustiveTime * 1000)
         return (report, truth)
     }
