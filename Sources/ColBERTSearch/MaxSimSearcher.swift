@@ -235,6 +235,7 @@ public enum MaxSimSearcher {
         let shortlist = p.rerankDepth > 0 ? max(k, p.rerankDepth) : k
         let slots = (0..<workers).map { _ in ScoringSlot(bound: bound, capacity: shortlist) }
         let bytesPerCode = codec.bytesPerVector
+        let normalize = p.normalizeScores
         centroidScores.withUnsafeBufferPointer { sBuf in
             luts.withUnsafeBufferPointer { lBuf in
                 let s = sBuf.baseAddress!, l = lBuf.baseAddress!
@@ -243,6 +244,7 @@ public enum MaxSimSearcher {
                     // Locals, not class properties, in the hot loop (no exclusivity checks).
                     var table = CandidateTable(slots: slot.slots)
                     slot.slots = []
+                    var norms = normalize ? NormCache(centroids: K, codec: codec) : NormCache(centroids: 0, codec: codec)
                     do {
                         for i in 0..<nq {
                             let lut = l + i * lutSize
@@ -253,9 +255,18 @@ public enum MaxSimSearcher {
                                     guard view.count == 0 || view.bytesPerCode == bytesPerCode else {
                                         throw SearchError.invalidParameter("cluster \(c) has \(view.bytesPerCode)-byte codes, the codec expects \(bytesPerCode)")
                                     }
-                                    table.score(view, base: base, lut: lut, bytesPerCode: bytesPerCode,
-                                                queryToken: i, queryTokens: nq, worker: w, workers: workers,
-                                                allowed: allowed)
+                                    if normalize {
+                                        let off = norms.offset(of: c, view: view, centroid: C + c * dim)
+                                        norms.store.withUnsafeBufferPointer { nb in
+                                            table.score(view, base: base, lut: lut, bytesPerCode: bytesPerCode,
+                                                        queryToken: i, queryTokens: nq, worker: w, workers: workers,
+                                                        allowed: allowed, inverseNorms: nb.baseAddress! + off)
+                                        }
+                                    } else {
+                                        table.score(view, base: base, lut: lut, bytesPerCode: bytesPerCode,
+                                                    queryToken: i, queryTokens: nq, worker: w, workers: workers,
+                                                    allowed: allowed, inverseNorms: nil)
+                                    }
                                 }
                             }
                         }
@@ -385,7 +396,7 @@ struct CandidateTable {
     @inline(__always)
     mutating func score(_ view: ClusterView, base: Float, lut: UnsafePointer<Float>, bytesPerCode: Int,
                         queryToken i: Int, queryTokens nq: Int, worker w: Int, workers: Int,
-                        allowed: DocumentFilter?) {
+                        allowed: DocumentFilter?, inverseNorms: UnsafePointer<Float>?) {
         let n = view.count
         let bound = slots.count
         var scored = 0
@@ -397,7 +408,8 @@ struct CandidateTable {
                 if d >= bound { continue }
                 if workers > 1 && d % workers != w { continue }
                 if let f = allowed, !f.contains(doc) { continue }
-                let score = base + LookupTables.sum(lut, view.code(t), bytes: bytesPerCode)
+                var score = base + LookupTables.sum(lut, view.code(t), bytes: bytesPerCode)
+                if let inv = inverseNorms { score *= inv[t] }
                 scored += 1
                 var ci = Int(slots[d])
                 if ci < 0 {
@@ -411,5 +423,71 @@ struct CandidateTable {
             }
         }
         self.scored += scored
+    }
+}
+
+/// Inverse norms of decompressed tokens, per probed cluster, computed through lookup tables:
+/// ‖c + r‖² = ‖c‖² + Σ_d (2 c_d w_d + w_d²), so that `(S[i,c] + Σ LUT_i) / ‖c + r‖` is exactly
+/// the cosine with the normalised decompressed token that exhaustive MaxSim scores, without
+/// rebuilding vectors. Each cluster is done once per query (per worker), however many query
+/// tokens probe it.
+struct NormCache {
+    let codec: ResidualCodec
+    var offsets: [Int]
+    var store: [Float] = []
+    private var table: [Float]
+    private var twice: [Float]
+    /// Σ over a byte's dims of w_b², by byte value (the same for every byte position).
+    private let squares: [Float]
+
+    init(centroids: Int, codec: ResidualCodec) {
+        self.codec = codec
+        offsets = [Int](repeating: -1, count: centroids)
+        table = centroids > 0 ? [Float](repeating: 0, count: codec.lookupTableSize) : []
+        twice = [Float](repeating: 0, count: codec.dim)
+        let per = codec.dimsPerByte, nbits = codec.nbits, mask = (1 << nbits) - 1
+        squares = (0..<256).map { byte in
+            var s: Float = 0
+            for j in 0..<per {
+                let w = codec.bucketWeights[(byte >> (8 - nbits * (j + 1))) & mask]
+                s += w * w
+            }
+            return s
+        }
+    }
+
+    /// Offset in `store` of the cluster's per-token inverse norms, computing them on first use.
+    mutating func offset(of c: Int, view: ClusterView, centroid: UnsafePointer<Float>) -> Int {
+        if offsets[c] >= 0 { return offsets[c] }
+        let off = store.count
+        offsets[c] = off
+        let n = view.count
+        guard n > 0 else { return off }
+        let dim = codec.dim, bytes = codec.bytesPerVector
+        var cc: Float = 0
+        for d in 0..<dim {
+            cc += centroid[d] * centroid[d]
+            twice[d] = 2 * centroid[d]
+        }
+        store.append(contentsOf: repeatElement(0, count: n))
+        let codec = self.codec
+        twice.withUnsafeBufferPointer { tw in
+            table.withUnsafeMutableBufferPointer { tb in
+                LookupTables.fill(codec: codec, query: tw.baseAddress!, table: tb.baseAddress!)
+                squares.withUnsafeBufferPointer { sq in
+                    for p in 0..<bytes {
+                        let row = tb.baseAddress! + p * 256
+                        for b in 0..<256 { row[b] += sq[b] }
+                    }
+                }
+                store.withUnsafeMutableBufferPointer { st in
+                    for t in 0..<n {
+                        let sq = cc + LookupTables.sum(UnsafePointer(tb.baseAddress!), view.code(t), bytes: bytes)
+                        st[off + t] = 1 / max(max(sq, 0).squareRoot(), 1e-12)
+                    }
+                }
+            }
+        }
+        return off
     }
 }

@@ -43,13 +43,18 @@ public struct SearchParameters: Sendable, Equatable {
     public var rerankDepth: Int
     /// Imputation for query tokens whose probed clusters hold no token of a candidate.
     public var missingSimilarity: MissingSimilarity
+    /// Divide each token score by the norm of its decompressed vector (also from lookup
+    /// tables), so probed tokens score exactly as in exhaustive MaxSim. Off gives WARP's plain
+    /// `q · (c + r)`, which 2-bit quantisation makes far less faithful to the exact ranking.
+    public var normalizeScores: Bool
 
     public init(nprobe: Int, centroidScoreThreshold: Float? = nil, rerankDepth: Int = 0,
-                missingSimilarity: MissingSimilarity = .bestUnselected) {
+                missingSimilarity: MissingSimilarity = .bestUnselected, normalizeScores: Bool = true) {
         self.nprobe = nprobe
         self.centroidScoreThreshold = centroidScoreThreshold
         self.rerankDepth = rerankDepth
         self.missingSimilarity = missingSimilarity
+        self.normalizeScores = normalizeScores
     }
 
     /// Defaults for a result count `k`. Deeper lists need more probes and a deeper re-rank.

@@ -17,7 +17,7 @@ import Testing
     @Test(arguments: [1, 2, 4])
     func prunedProbingEveryClusterComputesUnnormalisedMaxSim(nbits: Int) throws {
         let f = try Fixture(nbits: nbits)
-        let all = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 0)
+        let all = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 0, normalizeScores: false)
         for q in f.queries {
             let got = try MaxSimSearcher.search(query: q, in: f.index, k: 1000, parameters: all)
             let want = try f.bruteForce(q, normalize: false)
@@ -26,6 +26,16 @@ import Testing
             // Normalisation matters: the approximate scores are not the exact ones.
             let exact = try f.bruteForce(q, normalize: true)
             #expect(!sameResults(got, exact, tolerance: 1e-5))
+        }
+    }
+
+    @Test(arguments: [1, 2, 4])
+    func normalisedLookupScoresEqualExhaustiveWhenEveryClusterIsProbed(nbits: Int) throws {
+        let f = try Fixture(nbits: nbits)
+        let all = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 0, normalizeScores: true)
+        for q in f.queries {
+            let got = try MaxSimSearcher.search(query: q, in: f.index, k: 1000, parameters: all, threads: 2)
+            #expect(sameResults(got, try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 1000)))
         }
     }
 
@@ -39,8 +49,8 @@ import Testing
         }
     }
 
-    @Test(arguments: MissingSimilarity.allCases)
-    func partialProbingImputesMissingSimilarity(missing: MissingSimilarity) throws {
+    @Test(arguments: MissingSimilarity.allCases, [false, true])
+    func partialProbingImputesMissingSimilarity(missing: MissingSimilarity, normalize: Bool) throws {
         let f = try Fixture(documents: 60, centroidCount: 12)
         let nprobe = 3
         for q in f.queries {
@@ -58,8 +68,8 @@ import Testing
                 case .zero: miss.append(0)
                 }
             }
-            let want = try f.bruteForce(q, normalize: false, probed: { probed[$0].contains($1) }, missing: miss)
-            let p = SearchParameters(nprobe: nprobe, rerankDepth: 0, missingSimilarity: missing)
+            let want = try f.bruteForce(q, normalize: normalize, probed: { probed[$0].contains($1) }, missing: miss)
+            let p = SearchParameters(nprobe: nprobe, rerankDepth: 0, missingSimilarity: missing, normalizeScores: normalize)
             let got = try MaxSimSearcher.search(query: q, in: f.index, k: 1000, parameters: p)
             #expect(sameResults(got, want))
             #expect(got.count < f.lengths.count || want.count == f.lengths.count)
@@ -79,7 +89,8 @@ import Testing
 
     @Test func resultsAreIdenticalForEveryThreadCount() throws {
         let f = try Fixture(documents: 120, centroidCount: 16, queries: 3)
-        let settings = [SearchParameters(nprobe: 3, rerankDepth: 0), SearchParameters(nprobe: 4, rerankDepth: 20)]
+        let settings = [SearchParameters(nprobe: 3, rerankDepth: 0), SearchParameters(nprobe: 4, rerankDepth: 20),
+                        SearchParameters(nprobe: 2, rerankDepth: 0, normalizeScores: false)]
         for q in f.queries {
             for p in settings {
                 let one = try MaxSimSearcher.search(query: q, in: f.index, k: 15, parameters: p, threads: 1)
@@ -116,7 +127,7 @@ import Testing
             let ex = try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 100, allowed: filter, threads: 2)
             #expect(sameResults(ex, try f.bruteForce(q, normalize: true, allowed: allowedSet)))
             #expect(ex.count == 6)
-            let all = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 0)
+            let all = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 0, normalizeScores: false)
             let pr = try MaxSimSearcher.search(query: q, in: f.index, k: 100, parameters: all, allowed: filter, threads: 2)
             #expect(sameResults(pr, try f.bruteForce(q, normalize: false, allowed: allowedSet)))
             let partial = try MaxSimSearcher.search(query: q, in: f.index, k: 3,
