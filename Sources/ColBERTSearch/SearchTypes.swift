@@ -45,11 +45,12 @@ public struct SearchParameters: Sendable, Equatable {
     public var missingSimilarity: MissingSimilarity
     /// Divide each token score by the norm of its decompressed vector (also from lookup
     /// tables), so probed tokens score exactly as in exhaustive MaxSim. Off gives WARP's plain
-    /// `q · (c + r)`, which 2-bit quantisation makes far less faithful to the exact ranking.
+    /// `q · (c + r)`. Costs a table per probed cluster and a second table sum per token
+    /// (about 3x the scoring time) and did not raise recall on synthetic data, hence off by default.
     public var normalizeScores: Bool
 
     public init(nprobe: Int, centroidScoreThreshold: Float? = nil, rerankDepth: Int = 0,
-                missingSimilarity: MissingSimilarity = .bestUnselected, normalizeScores: Bool = true) {
+                missingSimilarity: MissingSimilarity = .bestUnselected, normalizeScores: Bool = false) {
         self.nprobe = nprobe
         self.centroidScoreThreshold = centroidScoreThreshold
         self.rerankDepth = rerankDepth
@@ -57,11 +58,15 @@ public struct SearchParameters: Sendable, Equatable {
         self.normalizeScores = normalizeScores
     }
 
-    /// Defaults for a result count `k`. Deeper lists need more probes and a deeper re-rank.
+    /// Defaults for a result count `k`. Measured on a synthetic 1.2M-token index (16,384
+    /// centroids, 2 bits, 32-token queries): the approximate stage alone keeps only ~0.6 of the
+    /// exhaustive top-10 whatever nprobe (2..32), because ranks 2..10 differ by less than the
+    /// imputation error, while nprobe 4 with an exact re-rank of 128 keeps 0.999. More probes buy
+    /// little; re-rank depth buys recall. Deeper lists scale both (not yet measured for k > 10).
     public static func defaults(k: Int) -> SearchParameters {
-        if k <= 10 { return SearchParameters(nprobe: 8, rerankDepth: 32) }
-        if k <= 100 { return SearchParameters(nprobe: 16, rerankDepth: max(k, 128)) }
-        return SearchParameters(nprobe: 32, rerankDepth: k)
+        if k <= 10 { return SearchParameters(nprobe: 4, rerankDepth: 128) }
+        if k <= 100 { return SearchParameters(nprobe: 8, rerankDepth: max(256, 4 * k)) }
+        return SearchParameters(nprobe: 16, rerankDepth: 4 * k)
     }
 }
 

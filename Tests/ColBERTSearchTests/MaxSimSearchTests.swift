@@ -90,7 +90,7 @@ import Testing
     @Test func resultsAreIdenticalForEveryThreadCount() throws {
         let f = try Fixture(documents: 120, centroidCount: 16, queries: 3)
         let settings = [SearchParameters(nprobe: 3, rerankDepth: 0), SearchParameters(nprobe: 4, rerankDepth: 20),
-                        SearchParameters(nprobe: 2, rerankDepth: 0, normalizeScores: false)]
+                        SearchParameters(nprobe: 2, rerankDepth: 0, normalizeScores: true)]
         for q in f.queries {
             for p in settings {
                 let one = try MaxSimSearcher.search(query: q, in: f.index, k: 15, parameters: p, threads: 1)

@@ -24,9 +24,9 @@ import ColBERTSearch
                                                      parameters: .defaults(k: 10), threads: 1, repeats: 3)
         print(first)
         if Self.mode == "sweep" {
-            for missing in MissingSimilarity.allCases {
+            for missing in [MissingSimilarity.bestUnselected, .lastSelected] {
                 for nprobe in [2, 4, 8, 16, 32] {
-                    for rerank in [0, 16, 32, 64] {
+                    for rerank in [0, 32, 64, 128] {
                         let p = SearchParameters(nprobe: nprobe, rerankDepth: rerank, missingSimilarity: missing)
                         print(try SearchBenchmark.run(queries: corpus.queries, index: index, k: 10, parameters: p,
                                                       threads: 1, reference: truth).report)
