@@ -59,7 +59,7 @@ struct BenchServeCommand: AsyncParsableCommand {
         return texts
     }
 
-    func run() async throws {
+    mutating func run() async throws {
         let texts = try loadQueries()
         if warmup > 0 {
             _ = try await ServeBenchmark.runSearch(socketPath: socket, clients: 1, total: warmup, queries: texts, k: k)

@@ -45,7 +45,7 @@ struct QueryCommand: AsyncParsableCommand {
         }
     }
 
-    func run() async throws {
+    mutating func run() async throws {
         let client: ServerClient
         do {
             client = try await ServerClient.connect(socketPath: socket)
