@@ -45,7 +45,7 @@ public final class ColBERTServer: Service, Sendable {
         let processor = self.processor
         let idle = TimeAmount.nanoseconds(Int64(max(0.001, limits.idleTimeoutSeconds) * 1e9))
         let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 512)
+            .serverChannelOption(.backlog, value: 4096)  // capped by net.core.somaxconn
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
             .childChannelInitializer { [self] channel in
@@ -61,8 +61,10 @@ public final class ColBERTServer: Service, Sendable {
                 }
                 if opened > limits.maxConnections {
                     processor.metrics.connectionRejected()
-                    return channel.pipeline.addHandler(RejectConnectionHandler(
-                        message: "too many connections (limit \(limits.maxConnections)); retry later"))
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(RejectConnectionHandler(
+                            message: "too many connections (limit \(limits.maxConnections)); retry later"))
+                    }
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
@@ -140,7 +142,12 @@ public final class ColBERTServer: Service, Sendable {
 
     /// Serves until graceful shutdown or cancellation, then drains and returns.
     public func run() async throws {
-        try await start()
+        do {
+            try await start()
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
         await withTaskCancellationOrGracefulShutdownHandler {
             await self.waitUntilStopped()
         } onCancelOrGracefulShutdown: {

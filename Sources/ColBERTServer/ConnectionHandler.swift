@@ -52,6 +52,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
             tooLarge(context: context)
             return
         }
+        // Blank lines are not requests and get no response (keeps request/response pairing).
+        if line.readableBytesView.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return }
         held.append(.line(line))
         pump(context: context)
     }

@@ -32,12 +32,27 @@ final class RequestProcessor: Sendable {
             maxBatch: configuration.maxEncodeBatch, maxConcurrent: max(1, configuration.threads))
     }
 
+    private enum PoolState { case idle, running, stopped }
+    private let poolState = LockedBox(PoolState.idle)
+
     func start() {
+        let go = poolState.withLock { s -> Bool in
+            guard s == .idle else { return false }
+            s = .running
+            return true
+        }
+        guard go else { return }
         workers.start()
         writer.start()
     }
 
+    /// Waits for queued backend work, then stops the threads (once; safe if never started).
     func shutdown() async {
+        let wasRunning = poolState.withLock { s -> Bool in
+            defer { s = .stopped }
+            return s == .running
+        }
+        guard wasRunning else { return }
         try? await workers.shutdownGracefully()
         try? await writer.shutdownGracefully()
     }

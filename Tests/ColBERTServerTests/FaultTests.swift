@@ -42,6 +42,9 @@ import Darwin
             // The same connection still works.
             await s.send(Array("{\"op\":\"ping\",\"id\":7}\n".utf8))
             #expect(parse(await s.readLine())?["id"] == 7)
+            // Blank lines get no response.
+            await s.send(Array("\n  \r\n\t\n{\"op\":\"ping\",\"id\":9}\n".utf8))
+            #expect(parse(await s.readLine())?["id"] == 9)
             // CRLF line endings are accepted.
             await s.send(Array("{\"op\":\"ping\",\"id\":8}\r\n".utf8))
             #expect(parse(await s.readLine())?["id"] == 8)
@@ -205,7 +208,16 @@ import Darwin
         }
         try await withServer(configure: { $0.limits.maxConnections = 1100; $0.limits.maxQueuedRequests = 2000 }) { server, path, _ in
             let clients = try await withThrowingTaskGroup(of: ServerClient.self) { g in
-                for _ in 0..<1000 { g.addTask { try await ServerClient.connect(socketPath: path) } }
+                for _ in 0..<1000 {
+                    g.addTask {
+                        // A full accept backlog answers EAGAIN; clients retry, as real ones would.
+                        for _ in 0..<20 {
+                            if let c = try? await ServerClient.connect(socketPath: path) { return c }
+                            try await Task.sleep(for: .milliseconds(20))
+                        }
+                        return try await ServerClient.connect(socketPath: path)
+                    }
+                }
                 return try await g.reduce(into: [ServerClient]()) { $0.append($1) }
             }
             #expect(clients.count == 1000)

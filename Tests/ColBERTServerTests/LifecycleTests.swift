@@ -157,6 +157,29 @@ private func mode(_ path: String) -> UInt16? {
         await c.close()
     }
 
+    @Test func sigtermDrainsAndReturns() async throws {
+        let path = makeSocketPath()
+        defer { removeSocketDirectory(path) }
+        let task = Task {
+            try await runServer(backend: FakeBackend(), configuration: ServerConfiguration(socketPath: path), logger: quietLogger())
+        }
+        var client: ServerClient?
+        for _ in 0..<300 where client == nil {
+            try await Task.sleep(for: .milliseconds(10))
+            client = try? await ServerClient.connect(socketPath: path)
+        }
+        let c = try #require(client)
+        async let slow = c.send(["op": "search", "id": "in-flight", "query": "x", "params": ["delay_ms": 300]])
+        try await Task.sleep(for: .milliseconds(100))
+        // The ServiceGroup traps SIGTERM (it is ignored by the process and handled as an event).
+        kill(getpid(), SIGTERM)
+        let r = try await slow
+        #expect(r["ok"] == true && r["id"] == "in-flight")
+        try await task.value
+        #expect(!FileManager.default.fileExists(atPath: path))
+        await c.close()
+    }
+
     @Test func runReturnsOnCancellation() async throws {
         let path = makeSocketPath()
         defer { removeSocketDirectory(path) }
