@@ -113,11 +113,21 @@ public final class ColBERTIndex: @unchecked Sendable {
             throw IndexError.notAnIndex(path)
         }
         if readOnly, !FileManager.default.fileExists(atPath: path + "/data.mdb") { throw IndexError.notAnIndex(path) }
-        do {
-            return try LMDBEnvironment(path: path, databases: Schema.databases, mapSize: mapSize,
-                                       maxMapSize: maxMapSize, readOnly: readOnly)
-        } catch let e as LMDBError where e.code == -30798 /* MDB_NOTFOUND */ {
-            throw IndexError.notAnIndex(path)
+        return try EnvironmentRegistry.shared.open(path: path, readOnly: readOnly) {
+            do {
+                return try LMDBEnvironment(path: path, databases: Schema.databases, mapSize: mapSize,
+                                           maxMapSize: maxMapSize, readOnly: readOnly)
+            } catch let e as LMDBError where e.code == -30798 /* MDB_NOTFOUND */ {
+                throw IndexError.notAnIndex(path)
+            }
+        }
+    }
+
+    /// Whether a live document has this external id (cheaper than a full snapshot).
+    public func contains(externalId: String) throws -> Bool {
+        try env.withReadTransaction { txn in
+            guard let v = try txn.get(ext2int, key: Schema.externalKey(externalId)), v.count >= 4 else { return false }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: v[4...]), as: UTF8.self) == externalId
         }
     }
 
@@ -513,5 +523,27 @@ public final class ColBERTIndex: @unchecked Sendable {
 extension Schema {
     static func storeU32LEArray(_ a: inout [UInt8], _ v: UInt32) {
         a.withUnsafeMutableBytes { storeU32LE($0.baseAddress!, 0, v) }
+    }
+}
+
+/// LMDB must not open one environment twice in a process (closing one handle drops the other's
+/// file locks), so every `ColBERTIndex` of a directory shares one environment while any is alive.
+final class EnvironmentRegistry: @unchecked Sendable {
+    // All access to `entries` happens under `lock`.
+    static let shared = EnvironmentRegistry()
+    private let lock = NSLock()
+    private final class Weak { weak var env: LMDBEnvironment?; init(_ e: LMDBEnvironment) { env = e } }
+    private var entries: [String: Weak] = [:]
+
+    func open(path: String, readOnly: Bool, _ make: () throws -> LMDBEnvironment) throws -> LMDBEnvironment {
+        let key = URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL.path
+        lock.lock(); defer { lock.unlock() }
+        if let env = entries[key]?.env {
+            if readOnly || !env.readOnly { return env }
+            throw IndexError.invalidOption("\(path) is already open read-only in this process")
+        }
+        let env = try make()
+        entries[key] = Weak(env)
+        return env
     }
 }

@@ -377,7 +377,7 @@ public struct IndexBuilder: Sendable {
                 case .success(let doc):
                     let dup: Bool
                     if batchIds.contains(doc.id) { dup = true }
-                    else if origin == .build { dup = try index.withSnapshot { try $0.internalId(of: doc.id) } != nil }
+                    else if origin == .build { dup = try index.contains(externalId: doc.id) }
                     else { dup = runIds.contains(doc.id) }
                     if dup {
                         processed += 1
