@@ -113,6 +113,8 @@ struct IndexBuildCommand: ParsableCommand {
     @Option(name: .long, help: "Seed for sampling and k-means.") var seed: UInt64 = 42
     @Option(name: .long, help: "k-means iterations.") var kmeansIterations: Int = 4
     @Flag(name: .long, help: "Do not store document text and title (metadata is still stored).") var noStoreText = false
+    @Option(name: .long, help: ArgumentHelp("Bound on the k-means sample kept in memory, in tokens.", visibility: .hidden))
+    var maxSampleTokens: Int = 1 << 21
     @OptionGroup var batch: BatchOptions
 
     func validate() throws {
@@ -130,6 +132,7 @@ struct IndexBuildCommand: ParsableCommand {
         options.seed = seed
         options.kmeansIterations = kmeansIterations
         options.storeText = !noStoreText
+        options.maxSampleTokens = max(1, maxSampleTokens)
         options.batchSize = batch.batchSize
         options.onError = batch.onError
         let printer = ProgressPrinter(quiet: batch.quiet)
