@@ -48,7 +48,9 @@ import Testing
     }
 
     @Test func killDuringBuildThenResume() throws {
-        let shared = Self.packageRoot.appendingPathComponent("../shared").standardizedFileURL.path
+        // `<package root>/../shared`; COLBERT_SHARED_DIR overrides it (e.g. for git worktrees).
+        let shared = ProcessInfo.processInfo.environment["COLBERT_SHARED_DIR"]
+            ?? Self.packageRoot.appendingPathComponent("../shared").standardizedFileURL.path
         let corpus = shared + "/data/scifact/corpus.jsonl", model = shared + "/reference/tiny-colbert"
         guard FileManager.default.fileExists(atPath: corpus), FileManager.default.fileExists(atPath: model) else {
             print("skipping kill test: \(shared) (SciFact corpus and tiny-colbert) is missing")
