@@ -107,7 +107,7 @@ public struct IndexBuilder: Sendable {
             resumeAfter = progress.lastLine
             report.resumedAfterLine = progress.lastLine
         }
-        var cache: [Int: TokenEmbeddings] = [:]
+        var cache = SampleCache(dim: encoder.dim)
         let built: ColBERTIndex
         if let existing = index {
             built = existing
@@ -146,7 +146,7 @@ public struct IndexBuilder: Sendable {
         } else {
             try index.writeProgress(Self.addKey, FileProgress(corpus: identity, lastLine: 0, complete: false))
         }
-        var cache: [Int: TokenEmbeddings] = [:]
+        var cache = SampleCache(dim: encoder.dim)
         try stream(corpus: corpus, into: index, identity: identity, progressKey: Self.addKey, origin: .add,
                    resumeAfter: resumeAfter, cache: &cache, report: &report, start: start)
         report.seconds = Date().timeIntervalSince(start)
@@ -179,7 +179,7 @@ public struct IndexBuilder: Sendable {
 
     /// Samples documents, runs k-means and trains the codec. Keeps the sample's embeddings in
     /// `cache` (by line number) so that indexing does not encode them twice.
-    private func train(corpus: String, report: inout IndexBuildReport, cache: inout [Int: TokenEmbeddings]) throws -> IndexConfiguration {
+    private func train(corpus: String, report: inout IndexBuildReport, cache: inout SampleCache) throws -> IndexConfiguration {
         let start = Date()
         emit(.scanning, 0, nil, 0, start)
         var candidates: [Int32] = []
@@ -216,7 +216,7 @@ public struct IndexBuilder: Sendable {
             for (i, e) in embs.enumerated() {
                 guard let e else { continue }
                 guard !full else { break }
-                cache[pending[i].0] = e
+                cache.spans[pending[i].0] = (points.count / encoder.dim, e.count)
                 points.append(contentsOf: e.vectors)
                 sampleDocs += 1
                 if points.count / encoder.dim >= options.maxSampleTokens { full = true }
@@ -249,6 +249,8 @@ public struct IndexBuilder: Sendable {
         var subset: [Float] = []
         var row = 0
         while row < sampleTokens { subset.append(contentsOf: points[(row * dim)..<((row + 1) * dim)]); row += stride }
+        // The sample stays in memory once, as the cache indexing reads instead of re-encoding.
+        cache.points = points
         points = []
         let m = subset.count / dim
         var ids = [UInt32](repeating: 0, count: m), scores = [Float](repeating: 0, count: m)
@@ -286,7 +288,7 @@ public struct IndexBuilder: Sendable {
     // MARK: Indexing
 
     private func stream(corpus: String, into index: ColBERTIndex, identity: String, progressKey: String,
-                        origin: TokenOrigin, resumeAfter: Int, cache: inout [Int: TokenEmbeddings],
+                        origin: TokenOrigin, resumeAfter: Int, cache: inout SampleCache,
                         report: inout IndexBuildReport, start: Date) throws {
         // Count lines first for the progress bar's total (cheap next to encoding).
         var total = 0
@@ -312,7 +314,7 @@ public struct IndexBuilder: Sendable {
         func encodePending() throws {
             guard !toEncode.isEmpty else { return }
             var need: [Int] = []
-            for (i, item) in toEncode.enumerated() where cache[item.line] == nil { need.append(i) }
+            for (i, item) in toEncode.enumerated() where cache.spans[item.line] == nil { need.append(i) }
             var fresh: [TokenEmbeddings?] = []
             if !need.isEmpty {
                 let t0 = Date()
@@ -322,7 +324,7 @@ public struct IndexBuilder: Sendable {
             var f = 0
             for (i, item) in toEncode.enumerated() {
                 let emb: TokenEmbeddings?
-                if f < need.count, need[f] == i { emb = fresh[f]; f += 1 } else { emb = cache.removeValue(forKey: item.line) }
+                if f < need.count, need[f] == i { emb = fresh[f]; f += 1 } else { emb = cache.take(item.line) }
                 guard let emb else {
                     try issue(item.line, "the encoder failed on this document")
                     if options.onError == .abort { throw IndexError.badCorpusLine(CorpusIssue(line: item.line, reason: "the encoder failed on this document")) }
@@ -395,5 +397,28 @@ public struct IndexBuilder: Sendable {
         }
         try commit(lastLine: lastLine, complete: true)
 
+    }
+}
+
+/// The k-means sample's embeddings, kept once (flat) so that indexing does not encode the
+/// sampled documents a second time.
+struct SampleCache {
+    let dim: Int
+    var points: [Float] = []
+    /// Line number → (first row, row count) in `points`.
+    var spans: [Int: (Int, Int)] = [:]
+
+    init(dim: Int) { self.dim = dim }
+
+    mutating func take(_ line: Int) -> TokenEmbeddings? {
+        guard let (start, count) = spans.removeValue(forKey: line) else { return nil }
+        let embeddings = slice(start, count)
+        if spans.isEmpty { points = [] }  // the last cached document: free the sample
+        return embeddings
+    }
+
+    private func slice(_ start: Int, _ count: Int) -> TokenEmbeddings {
+        TokenEmbeddings(tokenIds: [Int32](repeating: 0, count: count),
+                        vectors: Array(points[(start * dim)..<((start + count) * dim)]), dim: dim)
     }
 }

@@ -1,3 +1,4 @@
+import COpenBLAS
 import ColBERTCore
 import Foundation
 
@@ -83,9 +84,12 @@ public enum KMeans {
                 var start = 0
                 while start < count {
                     let rows = min(rowsPerBlock, count - start)
+                    // Scores are shifted by +offset (dot products of unit vectors lie in [-1, 1]) so
+                    // that BLAS's vectorised isamax (max |x|) finds the highest score.
+                    scratch.update(repeating: scoreOffset, count: rows * k)
                     BLAS.sgemm(transB: true, m: rows, n: k, k: dim,
                                a: points + start * dim, lda: dim, b: centroids, ldb: dim,
-                               c: scratch, ldc: k)
+                               beta: 1, c: scratch, ldc: k)
                     let blockStart = start
                     let workers = rows >= 256 ? 2 : 1
                     let per = (rows + workers - 1) / workers
@@ -106,8 +110,18 @@ public enum KMeans {
         }
     }
 
+    static let scoreOffset: Float = 4
+
+    /// Index and (unshifted) value of the highest score in a row shifted by `scoreOffset`.
     @inline(__always)
     static func argmax(_ row: UnsafePointer<Float>, _ n: Int) -> (Int, Float) {
+        let i = Int(cblas_isamax(Int32(n), row, 1))
+        guard i >= 0, i < n, row[i] >= 0 else { return argmaxScalar(row, n) }
+        return (i, row[i] - scoreOffset)
+    }
+
+    /// Fallback for rows that break the shift's assumption (non-unit inputs).
+    static func argmaxScalar(_ row: UnsafePointer<Float>, _ n: Int) -> (Int, Float) {
         var i = 0
         var mv = SIMD16<Float>(repeating: -.infinity)
         let raw = UnsafeRawPointer(row)
@@ -117,8 +131,8 @@ public enum KMeans {
         }
         var best = mv.max()
         while i < n { if row[i] > best { best = row[i] }; i += 1 }
-        for j in 0..<n where row[j] == best { return (j, best) }
-        return (0, row[0])  // only reached when every score is NaN
+        for j in 0..<n where row[j] == best { return (j, best - scoreOffset) }
+        return (0, row[0] - scoreOffset)  // only reached when every score is NaN
     }
 }
 
