@@ -120,6 +120,13 @@ public struct StoredDocument: Sendable, Equatable, Codable {
     /// The corpus line's other fields as a JSON object text.
     public var metadataJSON: String?
 
+    public init(id: String, title: String?, text: String?, metadataJSON: String?) {
+        self.id = id
+        self.title = title
+        self.text = text
+        self.metadataJSON = metadataJSON
+    }
+
     enum CodingKeys: String, CodingKey {
         case id, title, text
         case metadataJSON = "metadata"
