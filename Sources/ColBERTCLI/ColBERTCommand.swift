@@ -5,7 +5,7 @@ public struct ColBERTCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "colbert",
         abstract: "A local ColBERT late-interaction retrieval server.",
-        subcommands: [BenchCommand.self, QueryCommand.self]
+        subcommands: [IndexCommand.self, QueryCommand.self, BenchCommand.self]
     )
     public init() {}
 }

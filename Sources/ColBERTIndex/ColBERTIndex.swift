@@ -1,0 +1,549 @@
+import ColBERTCore
+import Foundation
+
+/// Everything needed to create an index: the trained centroids and codec plus fixed settings.
+public struct IndexConfiguration: Sendable {
+    public var modelFingerprint: String
+    /// Row-major `K × dim` unit centroids.
+    public var centroids: [Float]
+    public var codec: ResidualCodec
+    public var storeText: Bool
+    public var seed: UInt64
+    public var training: TrainingSummary?
+    /// Initial LMDB map size; the map grows by itself when it fills up.
+    public var initialMapSize: Int
+    public var maxMapSize: Int
+
+    public var dim: Int { codec.dim }
+    public var nbits: Int { codec.nbits }
+    public var centroidCount: Int { codec.dim > 0 ? centroids.count / codec.dim : 0 }
+
+    public init(modelFingerprint: String, centroids: [Float], codec: ResidualCodec, storeText: Bool = true,
+                seed: UInt64 = 0, training: TrainingSummary? = nil,
+                initialMapSize: Int = 1 << 30, maxMapSize: Int = 1 << 40) {
+        self.modelFingerprint = modelFingerprint
+        self.centroids = centroids
+        self.codec = codec
+        self.storeText = storeText
+        self.seed = seed
+        self.training = training
+        self.initialMapSize = initialMapSize
+        self.maxMapSize = maxMapSize
+    }
+}
+
+/// Outcome of one add/replace/delete batch.
+public struct BatchResult: Sendable, Equatable {
+    public var added: Int = 0
+    public var replaced: Int = 0
+    public var deleted: Int = 0
+    public var tokens: Int = 0
+}
+
+/// Where indexed tokens came from: statistics keep builds and later adds apart to measure drift.
+enum TokenOrigin { case build, add }
+
+/// A compressed ColBERT token index stored in one LMDB environment (a directory).
+///
+/// Thread safety: the LMDB environment is shared (see `LMDBEnvironment`), all other stored
+/// properties are immutable after `init` (centroids are copied once into an aligned buffer that
+/// lives as long as the index). Writers are serialised by the environment. Hence `@unchecked Sendable`.
+public final class ColBERTIndex: @unchecked Sendable {
+    public let path: String
+    public let codec: ResidualCodec
+    public let modelFingerprint: String
+    public let storesText: Bool
+    public let centroidCount: Int
+    public var dim: Int { codec.dim }
+    public var nbits: Int { codec.nbits }
+    public var isReadOnly: Bool { env.readOnly }
+
+    let env: LMDBEnvironment
+    let config: ConfigRecord
+    let centroidStorage: UnsafeMutableBufferPointer<Float>
+    let meta, clusters, docs, ext2int, int2ext, stored: LMDBDatabase
+
+    /// Row-major `K × dim` centroids, aligned; valid as long as the index object lives.
+    public var centroids: UnsafeBufferPointer<Float> { UnsafeBufferPointer(centroidStorage) }
+
+    private init(env: LMDBEnvironment) throws {
+        self.env = env
+        path = env.path
+        meta = env.database("meta"); clusters = env.database("clusters"); docs = env.database("docs")
+        ext2int = env.database("ext2int"); int2ext = env.database("int2ext"); stored = env.database("stored")
+        let (config, codec, centroidValues) = try env.withReadTransaction { [meta] txn -> (ConfigRecord, ResidualCodec, [Float]) in
+            guard let c = try txn.get(meta, key: Schema.metaKey("config")) else { throw IndexError.notAnIndex(env.path) }
+            let config = try JSONRecord.decode(ConfigRecord.self, c, what: "config")
+            guard config.formatVersion == Schema.formatVersion else {
+                throw IndexError.unsupportedFormat(found: config.formatVersion, supported: Schema.formatVersion)
+            }
+            guard let cb = try txn.get(meta, key: Schema.metaKey("codec")) else { throw IndexError.corrupt("codec tables missing") }
+            let tables = Schema.readFloatsLE(cb)
+            let nCut = (1 << config.nbits) - 1
+            guard tables.count == nCut + (1 << config.nbits) else { throw IndexError.corrupt("codec tables have the wrong size") }
+            let codec: ResidualCodec
+            do {
+                codec = try ResidualCodec(dim: config.dim, nbits: config.nbits,
+                                          bucketCutoffs: Array(tables[0..<nCut]), bucketWeights: Array(tables[nCut...]))
+            } catch { throw IndexError.corrupt("\(error)") }
+            guard let cv = try txn.get(meta, key: Schema.metaKey("centroids")) else { throw IndexError.corrupt("centroids missing") }
+            let values = Schema.readFloatsLE(cv)
+            guard values.count == config.centroidCount * config.dim, config.centroidCount > 0 else {
+                throw IndexError.corrupt("centroid table has \(values.count) floats, expected \(config.centroidCount) × \(config.dim)")
+            }
+            return (config, codec, values)
+        }
+        self.config = config
+        self.codec = codec
+        modelFingerprint = config.modelFingerprint
+        storesText = config.storeText
+        centroidCount = config.centroidCount
+        centroidStorage = .allocate(capacity: centroidValues.count)
+        _ = centroidStorage.initialize(from: centroidValues)
+    }
+
+    deinit { centroidStorage.deallocate() }
+
+    static func openEnvironment(at path: String, readOnly: Bool, mapSize: Int, maxMapSize: Int = 1 << 40) throws -> LMDBEnvironment {
+        var isDir: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
+            guard !readOnly else { throw IndexError.notAnIndex(path) }
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } else if !isDir.boolValue {
+            throw IndexError.notAnIndex(path)
+        }
+        if readOnly, !FileManager.default.fileExists(atPath: path + "/data.mdb") { throw IndexError.notAnIndex(path) }
+        return try EnvironmentRegistry.shared.open(path: path, readOnly: readOnly) {
+            do {
+                return try LMDBEnvironment(path: path, databases: Schema.databases, mapSize: mapSize,
+                                           maxMapSize: maxMapSize, readOnly: readOnly)
+            } catch let e as LMDBError where e.code == -30798 /* MDB_NOTFOUND */ {
+                throw IndexError.notAnIndex(path)
+            }
+        }
+    }
+
+    /// Whether a live document has this external id (cheaper than a full snapshot).
+    public func contains(externalId: String) throws -> Bool {
+        try env.withReadTransaction { txn in
+            guard let v = try txn.get(ext2int, key: Schema.externalKey(externalId)), v.count >= 4 else { return false }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: v[4...]), as: UTF8.self) == externalId
+        }
+    }
+
+    /// Opens an existing index.
+    public static func open(at path: String, readOnly: Bool = false, mapSize: Int = 1 << 30) throws -> ColBERTIndex {
+        try ColBERTIndex(env: try openEnvironment(at: path, readOnly: readOnly, mapSize: mapSize))
+    }
+
+    /// Creates a new, empty index in `path` (a directory). Refuses a directory that already holds an index.
+    public static func create(at path: String, configuration: IndexConfiguration) throws -> ColBERTIndex {
+        try create(at: path, configuration: configuration, extraMeta: [:])
+    }
+
+    /// Creates the index in one transaction that also clears leftovers of an interrupted, never
+    /// trained build and writes `extraMeta` (e.g. build progress).
+    static func create(at path: String, configuration c: IndexConfiguration, extraMeta: [String: [UInt8]]) throws -> ColBERTIndex {
+        guard c.centroidCount > 0, c.centroids.count == c.centroidCount * c.dim else {
+            throw IndexError.invalidOption("centroids must be a non-empty K × \(c.dim) table")
+        }
+        guard c.centroidCount <= Int(UInt32.max) else { throw IndexError.invalidOption("too many centroids") }
+        let env = try openEnvironment(at: path, readOnly: false, mapSize: c.initialMapSize, maxMapSize: c.maxMapSize)
+        let config = ConfigRecord(formatVersion: Schema.formatVersion, dim: c.dim, nbits: c.nbits,
+                                  centroidCount: c.centroidCount, modelFingerprint: c.modelFingerprint,
+                                  storeText: c.storeText, seed: c.seed)
+        try env.withWriteTransaction { txn in
+            let meta = env.database("meta")
+            if try txn.get(meta, key: Schema.metaKey("config")) != nil {
+                throw IndexError.alreadyExists("\(path) already holds an index; add to it, or remove it to rebuild")
+            }
+            for name in Schema.databases { try txn.clear(env.database(name)) }
+            try txn.put(meta, key: Schema.metaKey("config"), value: try JSONRecord.encode(config))
+            try txn.put(meta, key: Schema.metaKey("centroids"), value: Schema.floatsLE(c.centroids))
+            try txn.put(meta, key: Schema.metaKey("codec"), value: Schema.floatsLE(c.codec.bucketCutoffs + c.codec.bucketWeights))
+            try txn.put(meta, key: Schema.metaKey("counters"), value: try JSONRecord.encode(Counters()))
+            if let t = c.training { try txn.put(meta, key: Schema.metaKey("training"), value: try JSONRecord.encode(t)) }
+            for (k, v) in extraMeta { try txn.put(meta, key: Schema.metaKey(k), value: v) }
+        }
+        return try ColBERTIndex(env: env)
+    }
+
+    /// Throws `IndexError.modelMismatch` unless `fingerprint` is the one the index was built with.
+    public func checkModel(fingerprint: String, dim: Int? = nil) throws {
+        guard fingerprint == modelFingerprint else { throw IndexError.modelMismatch(index: modelFingerprint, encoder: fingerprint) }
+        if let dim, dim != self.dim { throw IndexError.dimensionMismatch(index: self.dim, encoder: dim) }
+    }
+
+    /// Runs `body` with a consistent read snapshot. Views handed out by the snapshot point into
+    /// the memory map and are valid only inside `body`. Do not write to the index inside `body`.
+    public func withSnapshot<R>(_ body: (IndexReadSnapshot) throws -> R) throws -> R {
+        try env.withReadTransaction { txn in
+            let counters = try readCounters(txn)
+            return try body(IndexReadSnapshot(index: self, txn: txn, counters: counters))
+        }
+    }
+
+    // MARK: Adding and deleting
+
+    /// Encodes and adds documents in one transaction; an existing id is replaced.
+    @discardableResult
+    public func add(documents: [CorpusDocument], encoder: any TokenEncoder) throws -> BatchResult {
+        try checkModel(fingerprint: encoder.fingerprint, dim: encoder.dim)
+        let embeddings: [TokenEmbeddings]
+        do { embeddings = try encoder.encode(documents.map(\.encodedText), kind: .document) } catch {
+            throw IndexError.encoderFailed("\(error)")
+        }
+        guard embeddings.count == documents.count else { throw IndexError.encoderFailed("returned \(embeddings.count) results for \(documents.count) texts") }
+        return try addEncoded(Array(zip(documents, embeddings)))
+    }
+
+    /// Adds already encoded documents in one transaction; an existing id is replaced.
+    @discardableResult
+    public func addEncoded(_ documents: [(CorpusDocument, TokenEmbeddings)]) throws -> BatchResult {
+        let prepared = try prepare(documents)
+        return try writeBatch(prepared, deleting: [], origin: .add, progress: nil)
+    }
+
+    /// Deletes documents by external id in one transaction; returns how many existed.
+    @discardableResult
+    public func delete(externalIds: [String]) throws -> Int {
+        try writeBatch([], deleting: externalIds, origin: .add, progress: nil).deleted
+    }
+
+    /// Stored fields of documents by external id (nil for unknown ids).
+    public func documents(externalIds: [String]) throws -> [StoredDocument?] {
+        try withSnapshot { s in try externalIds.map { id in try s.internalId(of: id).flatMap { try s.document($0) } } }
+    }
+
+    // MARK: Internals shared with the builder
+
+    func readCounters(_ txn: LMDBTransaction) throws -> Counters {
+        guard let v = try txn.get(meta, key: Schema.metaKey("counters")) else { throw IndexError.corrupt("counters missing") }
+        return try JSONRecord.decode(Counters.self, v, what: "counters")
+    }
+
+    func readProgress(_ key: String) throws -> FileProgress? {
+        try env.withReadTransaction { txn in
+            guard let v = try txn.get(meta, key: Schema.metaKey(key)) else { return nil }
+            return try JSONRecord.decode(FileProgress.self, v, what: key)
+        }
+    }
+
+    func writeProgress(_ key: String, _ progress: FileProgress) throws {
+        try env.withWriteTransaction { txn in try txn.put(meta, key: Schema.metaKey(key), value: try JSONRecord.encode(progress)) }
+    }
+
+    /// A document ready to be written: centroid ids and packed codes, computed outside any transaction.
+    struct PreparedDocument {
+        var document: CorpusDocument
+        var count: Int
+        var centroidIds: [UInt32]
+        var codes: [UInt8]
+        var residualSum: Double
+        var errorSum: Double
+    }
+
+    /// Assigns every token to its nearest centroid (one GEMM over the batch) and compresses it.
+    func prepare(_ documents: [(CorpusDocument, TokenEmbeddings)]) throws -> [PreparedDocument] {
+        var total = 0
+        for (doc, emb) in documents {
+            guard emb.dim == dim else { throw IndexError.dimensionMismatch(index: dim, encoder: emb.dim) }
+            guard !doc.id.isEmpty else { throw IndexError.invalidId("empty id") }
+            guard doc.id.utf8.count <= CorpusParser.maxIdBytes else { throw IndexError.invalidId("longer than \(CorpusParser.maxIdBytes) bytes") }
+            total += emb.count
+        }
+        var flat = [Float](); flat.reserveCapacity(total * dim)
+        for (_, emb) in documents { flat.append(contentsOf: emb.vectors) }
+        var ids = [UInt32](repeating: 0, count: total)
+        var scores = [Float](repeating: 0, count: total)
+        let bpc = codec.bytesPerVector
+        var out = [PreparedDocument](); out.reserveCapacity(documents.count)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: dim)
+        defer { scratch.deallocate() }
+        flat.withUnsafeBufferPointer { fp in
+            guard let base = fp.baseAddress else {
+                for (doc, _) in documents { out.append(PreparedDocument(document: doc, count: 0, centroidIds: [], codes: [], residualSum: 0, errorSum: 0)) }
+                return
+            }
+            KMeans.assign(points: base, count: total, dim: dim, centroids: centroidStorage.baseAddress!, k: centroidCount,
+                          ids: &ids, scores: &scores)
+            var row = 0
+            for (doc, emb) in documents {
+                let n = emb.count
+                var codes = [UInt8](repeating: 0, count: n * bpc)
+                var residual = 0.0, error = 0.0
+                codes.withUnsafeMutableBufferPointer { cp in
+                    for t in 0..<n {
+                        let v = base + (row + t) * dim
+                        let c = centroidStorage.baseAddress! + Int(ids[row + t]) * dim
+                        codec.encode(vector: v, centroid: c, into: cp.baseAddress! + t * bpc)
+                        residual += Double(max(0, 2 - 2 * scores[row + t])).squareRoot()
+                        codec.decode(codes: UnsafeRawPointer(cp.baseAddress! + t * bpc), centroid: c, into: scratch)
+                        var e: Float = 0
+                        for d in 0..<dim { let x = v[d] - scratch[d]; e += x * x }
+                        error += Double(e.squareRoot())
+                    }
+                }
+                out.append(PreparedDocument(document: doc, count: n, centroidIds: Array(ids[row..<(row + n)]),
+                                            codes: codes, residualSum: residual, errorSum: error))
+                row += n
+            }
+        }
+        return out
+    }
+
+    /// Applies one batch in one write transaction: deletions, replacements, inserts, cluster
+    /// appends, counters and (optionally) file progress. Re-runnable from scratch on map growth.
+    func writeBatch(_ prepared: [PreparedDocument], deleting: [String], origin: TokenOrigin,
+                    progress: (key: String, value: FileProgress)?) throws -> BatchResult {
+        guard !env.readOnly else { throw IndexError.readOnly }
+        var seen = Set<String>()
+        for p in prepared where !seen.insert(p.document.id).inserted { throw IndexError.duplicateId(p.document.id) }
+        let progressBytes = try progress.map { try JSONRecord.encode($0.value) }
+        return try env.withWriteTransaction { txn in
+            var counters = try readCounters(txn)
+            var result = BatchResult()
+            var removals: [UInt32: [UInt32]] = [:]
+
+            func removeDocument(_ d: UInt32) throws {
+                let key = Keys.u32(d)
+                if let rec = try txn.get(docs, key: key), rec.count >= 4 {
+                    let n = Int(Schema.u32LE(rec, 0))
+                    guard rec.count >= 4 + 4 * n else { throw IndexError.corrupt("document record \(d) is truncated") }
+                    var cs = Set<UInt32>()
+                    for i in 0..<n { cs.insert(Schema.u32LE(rec, 4 + 4 * i)) }
+                    for c in cs { removals[c, default: []].append(d) }
+                    counters.tokens -= n
+                }
+                counters.documents -= 1
+                try txn.delete(docs, key: key)
+                try txn.delete(int2ext, key: key)
+                try txn.delete(stored, key: key)
+            }
+            func lookup(_ id: String) throws -> UInt32? {
+                guard let v = try txn.get(ext2int, key: Schema.externalKey(id)), v.count >= 4 else { return nil }
+                guard String(decoding: UnsafeRawBufferPointer(rebasing: v[4...]), as: UTF8.self) == id else {
+                    throw IndexError.corrupt("external id hash collision for \"\(id.prefix(64))…\"")
+                }
+                return Schema.u32LE(v, 0)
+            }
+
+            for id in deleting {
+                guard let d = try lookup(id) else { continue }
+                try removeDocument(d)
+                try txn.delete(ext2int, key: Schema.externalKey(id))
+                result.deleted += 1
+            }
+            for p in prepared {
+                if let d = try lookup(p.document.id) { try removeDocument(d); result.replaced += 1 }
+            }
+            for (c, ids) in removals { try removeFromCluster(txn, centroid: c, docIds: Set(ids)) }
+
+            // Inserts: fresh internal ids in increasing order keep every cluster sorted by doc id.
+            guard UInt64(counters.nextDocId) + UInt64(prepared.count) < UInt64(UInt32.max) else {
+                throw IndexError.invalidOption("internal document ids exhausted; rebuild the index")
+            }
+            let bpc = codec.bytesPerVector
+            var internalIds = [UInt32](); internalIds.reserveCapacity(prepared.count)
+            for p in prepared {
+                let d = counters.nextDocId
+                counters.nextDocId += 1
+                internalIds.append(d)
+                let key = Keys.u32(d)
+                try txn.put(docs, key: key, reserving: 4 + p.count * (4 + bpc)) { buf in
+                    let b = buf.baseAddress!
+                    Schema.storeU32LE(b, 0, UInt32(p.count))
+                    for i in 0..<p.count { Schema.storeU32LE(b, 4 + 4 * i, p.centroidIds[i]) }
+                    p.codes.withUnsafeBytes { src in
+                        if let s = src.baseAddress { (b + 4 + 4 * p.count).copyMemory(from: s, byteCount: src.count) }
+                    }
+                }
+                let idBytes = Array(p.document.id.utf8)
+                var ev = Keys.u32(0); Schema.storeU32LEArray(&ev, d); ev.append(contentsOf: idBytes)
+                try txn.put(ext2int, key: Schema.externalKey(p.document.id), value: ev)
+                try txn.put(int2ext, key: key, value: idBytes)
+                try txn.put(stored, key: key, value: Schema.encodeStored(p.document, storeText: storesText))
+                counters.documents += 1
+                counters.tokens += p.count
+                switch origin {
+                case .build:
+                    counters.builtTokens += p.count; counters.builtResidualSum += p.residualSum; counters.builtErrorSum += p.errorSum
+                case .add:
+                    counters.addedTokens += p.count; counters.addedResidualSum += p.residualSum; counters.addedErrorSum += p.errorSum
+                }
+                result.added += 1
+                result.tokens += p.count
+            }
+            try appendToClusters(txn, prepared, internalIds: internalIds, counters: &counters)
+            try txn.put(meta, key: Schema.metaKey("counters"), value: try JSONRecord.encode(counters))
+            if let progress, let progressBytes { try txn.put(meta, key: Schema.metaKey(progress.key), value: progressBytes) }
+            return result
+        }
+    }
+
+    /// One cluster chunk copied out of the map: its key and token count.
+    private struct ChunkRef { var key: [UInt8]; var count: Int }
+
+    private func chunkRefs(_ txn: LMDBTransaction, centroid c: UInt32) throws -> [ChunkRef] {
+        var refs: [ChunkRef] = []
+        let prefix = Keys.u32(c)
+        try txn.scan(clusters, from: Keys.u32u64(c, 0)) { k, v in
+            guard k.count == 12, k[0] == prefix[0], k[1] == prefix[1], k[2] == prefix[2], k[3] == prefix[3] else { return false }
+            refs.append(ChunkRef(key: Array(k), count: v.count >= 4 ? Int(Schema.u32LE(v, 0)) : 0))
+            return true
+        }
+        return refs
+    }
+
+    private func removeFromCluster(_ txn: LMDBTransaction, centroid c: UInt32, docIds: Set<UInt32>) throws {
+        let bpc = codec.bytesPerVector
+        var rewrites: [([UInt8], [UInt8]?)] = []
+        let prefix = Keys.u32(c)
+        try txn.scan(clusters, from: Keys.u32u64(c, 0)) { k, v in
+            guard k.count == 12, k[0] == prefix[0], k[1] == prefix[1], k[2] == prefix[2], k[3] == prefix[3] else { return false }
+            let n = Int(Schema.u32LE(v, 0))
+            guard v.count == 4 + n * (4 + bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
+            var keep: [Int] = []
+            for i in 0..<n where !docIds.contains(Schema.u32LE(v, 4 + 4 * i)) { keep.append(i) }
+            guard keep.count != n else { return true }
+            if keep.isEmpty { rewrites.append((Array(k), nil)); return true }
+            var out = [UInt8](repeating: 0, count: 4 + keep.count * (4 + bpc))
+            out.withUnsafeMutableBytes { o in
+                let b = o.baseAddress!
+                Schema.storeU32LE(b, 0, UInt32(keep.count))
+                for (j, i) in keep.enumerated() {
+                    Schema.storeU32LE(b, 4 + 4 * j, Schema.u32LE(v, 4 + 4 * i))
+                    (b + 4 + 4 * keep.count + j * bpc).copyMemory(from: v.baseAddress! + 4 + 4 * n + i * bpc, byteCount: bpc)
+                }
+            }
+            rewrites.append((Array(k), out))
+            return true
+        }
+        for (k, v) in rewrites {
+            if let v { try txn.put(clusters, key: k, value: v) } else { try txn.delete(clusters, key: k) }
+        }
+    }
+
+    /// Appends the batch's tokens to their clusters as new chunks, merging trailing chunks while
+    /// the previous one is at most twice the size of the growing one. Chunk sizes thus decrease
+    /// geometrically (≤ log2(n) + 1 chunks per cluster) and each token is rewritten O(log n) times.
+    private func appendToClusters(_ txn: LMDBTransaction, _ prepared: [PreparedDocument], internalIds: [UInt32],
+                                  counters: inout Counters) throws {
+        let bpc = codec.bytesPerVector
+        let k = centroidCount
+        // Counting sort of (doc, token) by centroid; docs in id order keep each cluster ascending.
+        var sizes = [Int](repeating: 0, count: k + 1)
+        for p in prepared { for c in p.centroidIds { sizes[Int(c) + 1] += 1 } }
+        for i in 0..<k { sizes[i + 1] += sizes[i] }
+        let total = sizes[k]
+        guard total > 0 else { return }
+        var cursor = sizes
+        var refDoc = [Int32](repeating: 0, count: total)
+        var refTok = [Int32](repeating: 0, count: total)
+        for (pi, p) in prepared.enumerated() {
+            for (t, c) in p.centroidIds.enumerated() {
+                let slot = cursor[Int(c)]; cursor[Int(c)] += 1
+                refDoc[slot] = Int32(pi); refTok[slot] = Int32(t)
+            }
+        }
+        for c in 0..<k where sizes[c + 1] > sizes[c] {
+            let lo = sizes[c], hi = sizes[c + 1], n = hi - lo
+            var refs = try chunkRefs(txn, centroid: UInt32(c))
+            var absorbed: [ChunkRef] = []
+            var merged = n
+            while let last = refs.last, last.count <= 2 * merged {
+                absorbed.insert(last, at: 0); merged += last.count; refs.removeLast()
+            }
+            // Copy absorbed chunks out before deleting them (pointers die with the next write).
+            var oldIds: [UInt8] = [], oldCodes: [UInt8] = []
+            for a in absorbed {
+                guard let v = try txn.get(clusters, key: a.key) else { continue }
+                let m = Int(Schema.u32LE(v, 0))
+                guard v.count == 4 + m * (4 + bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
+                oldIds.append(contentsOf: UnsafeRawBufferPointer(rebasing: v[4..<(4 + 4 * m)]))
+                oldCodes.append(contentsOf: UnsafeRawBufferPointer(rebasing: v[(4 + 4 * m)...]))
+            }
+            for a in absorbed { try txn.delete(clusters, key: a.key) }
+            let key: [UInt8]
+            if let first = absorbed.first { key = first.key } else {
+                key = Keys.u32u64(UInt32(c), counters.nextChunkSeq)
+                counters.nextChunkSeq += 1
+            }
+            let oldCount = oldIds.count / 4
+            let count = oldCount + n
+            try txn.put(clusters, key: key, reserving: 4 + count * (4 + bpc)) { buf in
+                let b = buf.baseAddress!
+                Schema.storeU32LE(b, 0, UInt32(count))
+                oldIds.withUnsafeBytes { if let s = $0.baseAddress { (b + 4).copyMemory(from: s, byteCount: $0.count) } }
+                let codeBase = b + 4 + 4 * count
+                oldCodes.withUnsafeBytes { if let s = $0.baseAddress { codeBase.copyMemory(from: s, byteCount: $0.count) } }
+                for j in 0..<n {
+                    let pi = Int(refDoc[lo + j]), t = Int(refTok[lo + j])
+                    Schema.storeU32LE(b, 4 + 4 * (oldCount + j), internalIds[pi])
+                    prepared[pi].codes.withUnsafeBytes { src in
+                        (codeBase + (oldCount + j) * bpc).copyMemory(from: src.baseAddress! + t * bpc, byteCount: bpc)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Merges every cluster's chunks into one record so that search reads each cluster in place.
+    /// Safe to interrupt: each transaction leaves a valid index.
+    public func compact(clustersPerTransaction: Int = 2048) throws {
+        guard !env.readOnly else { throw IndexError.readOnly }
+        let bpc = codec.bytesPerVector
+        var start = 0
+        while start < centroidCount {
+            let end = min(centroidCount, start + clustersPerTransaction)
+            try env.withWriteTransaction { txn in
+                for c in start..<end {
+                    let refs = try chunkRefs(txn, centroid: UInt32(c))
+                    guard refs.count > 1 else { continue }
+                    var ids: [UInt8] = [], codes: [UInt8] = []
+                    for r in refs {
+                        guard let v = try txn.get(clusters, key: r.key) else { continue }
+                        let m = Int(Schema.u32LE(v, 0))
+                        guard v.count == 4 + m * (4 + bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
+                        ids.append(contentsOf: UnsafeRawBufferPointer(rebasing: v[4..<(4 + 4 * m)]))
+                        codes.append(contentsOf: UnsafeRawBufferPointer(rebasing: v[(4 + 4 * m)...]))
+                    }
+                    for r in refs { try txn.delete(clusters, key: r.key) }
+                    let count = ids.count / 4
+                    var value = Keys.u32(0); Schema.storeU32LEArray(&value, UInt32(count))
+                    value += ids; value += codes
+                    try txn.put(clusters, key: refs[0].key, value: value)
+                }
+            }
+            start = end
+        }
+    }
+}
+
+extension Schema {
+    static func storeU32LEArray(_ a: inout [UInt8], _ v: UInt32) {
+        a.withUnsafeMutableBytes { storeU32LE($0.baseAddress!, 0, v) }
+    }
+}
+
+/// LMDB must not open one environment twice in a process (closing one handle drops the other's
+/// file locks), so every `ColBERTIndex` of a directory shares one environment while any is alive.
+final class EnvironmentRegistry: @unchecked Sendable {
+    // All access to `entries` happens under `lock`.
+    static let shared = EnvironmentRegistry()
+    private let lock = NSLock()
+    private final class Weak { weak var env: LMDBEnvironment?; init(_ e: LMDBEnvironment) { env = e } }
+    private var entries: [String: Weak] = [:]
+
+    func open(path: String, readOnly: Bool, _ make: () throws -> LMDBEnvironment) throws -> LMDBEnvironment {
+        let key = URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL.path
+        lock.lock(); defer { lock.unlock() }
+        if let env = entries[key]?.env {
+            if readOnly || !env.readOnly { return env }
+            throw IndexError.invalidOption("\(path) is already open read-only in this process")
+        }
+        let env = try make()
+        entries[key] = Weak(env)
+        return env
+    }
+}
