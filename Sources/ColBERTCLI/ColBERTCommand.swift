@@ -5,7 +5,7 @@ public struct ColBERTCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "colbert",
         abstract: "A local ColBERT late-interaction retrieval server.",
-        subcommands: [IndexCommand.self, QueryCommand.self, BenchCommand.self]
+        subcommands: [IndexCommand.self, SearchCommand.self, EvalCommand.self, ServeCommand.self, QueryCommand.self, BenchCommand.self]
     )
     public init() {}
 }
@@ -15,6 +15,6 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: encoder throughput and latency, search latency, server overhead.",
-        subcommands: [BenchServeCommand.self]
+        subcommands: [BenchSearchCommand.self, BenchSynthCommand.self, BenchServeCommand.self]
     )
 }

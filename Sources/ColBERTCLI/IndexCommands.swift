@@ -140,6 +140,7 @@ struct IndexBuildCommand: ParsableCommand {
                                    progress: { printer.report($0) }, onIssue: { printer.issue($0) })
         do {
             let report = try builder.build(corpus: corpus, index: index)
+            ModelLocation.record(modelDirectory: model, forIndex: index)
             if report.alreadyComplete {
                 print("the index at \(index) is already complete for this corpus; nothing to do")
             } else {
@@ -156,7 +157,7 @@ struct IndexAddCommand: ParsableCommand {
         commandName: "add",
         abstract: "Add documents from a corpus file; an existing id is replaced. Re-running an interrupted add continues it.")
 
-    @Option(name: .long, help: "PyLate checkpoint directory (must be the index's model).") var model: String
+    @Option(name: .long, help: "PyLate checkpoint directory (default: the model the index was built with).") var model: String?
     @Option(name: .long, help: "Corpus file (JSON lines).") var corpus: String
     @Option(name: .long, help: "Index directory.") var index: String
     @OptionGroup var batch: BatchOptions
@@ -164,7 +165,7 @@ struct IndexAddCommand: ParsableCommand {
     func run() throws {
         do {
             let idx = try ColBERTIndex.open(at: index)
-            let encoder = try loadTokenEncoder(modelDirectory: model)
+            let encoder = try loadTokenEncoder(modelDirectory: try ModelLocation.resolve(index: index, override: model))
             var options = IndexBuildOptions()
             options.batchSize = batch.batchSize
             options.onError = batch.onError
@@ -188,7 +189,7 @@ struct IndexDeleteCommand: ParsableCommand {
     @Option(name: .long, help: "Index directory.") var index: String
     @Option(name: .long, help: "File with one document id per line.") var idsFile: String?
     @Option(name: .long, help: "Ids per write transaction.") var batchSize: Int = 10_000
-    @Argument(help: "Document ids.") var ids: [String] = []
+    @Option(name: .long, parsing: .upToNextOption, help: "Document ids.") var ids: [String] = []
 
     func validate() throws {
         guard !ids.isEmpty || idsFile != nil else { throw ValidationError("give document ids or --ids-file") }

@@ -200,7 +200,16 @@ public final class ColBERTIndex: @unchecked Sendable {
     /// Adds already encoded documents in one transaction; an existing id is replaced.
     @discardableResult
     public func addEncoded(_ documents: [(CorpusDocument, TokenEmbeddings)]) throws -> BatchResult {
-        let prepared = try prepare(documents)
+        let prepared = try prepare(documents, assignments: nil)
+        return try writeBatch(prepared, deleting: [], origin: .add, progress: nil)
+    }
+
+    /// Adds encoded documents whose tokens' centroids are already known (one id per token, in
+    /// document order), skipping the assignment GEMM: for synthetic benchmark indexes, whose
+    /// size would make exact assignment the whole cost.
+    @discardableResult
+    public func addEncoded(_ documents: [(CorpusDocument, TokenEmbeddings)], assignments: [UInt32]) throws -> BatchResult {
+        let prepared = try prepare(documents, assignments: assignments)
         return try writeBatch(prepared, deleting: [], origin: .add, progress: nil)
     }
 
@@ -244,13 +253,17 @@ public final class ColBERTIndex: @unchecked Sendable {
     }
 
     /// Assigns every token to its nearest centroid (one GEMM over the batch) and compresses it.
-    func prepare(_ documents: [(CorpusDocument, TokenEmbeddings)]) throws -> [PreparedDocument] {
+    func prepare(_ documents: [(CorpusDocument, TokenEmbeddings)], assignments: [UInt32]? = nil) throws -> [PreparedDocument] {
         var total = 0
         for (doc, emb) in documents {
             guard emb.dim == dim else { throw IndexError.dimensionMismatch(index: dim, encoder: emb.dim) }
             guard !doc.id.isEmpty else { throw IndexError.invalidId("empty id") }
             guard doc.id.utf8.count <= CorpusParser.maxIdBytes else { throw IndexError.invalidId("longer than \(CorpusParser.maxIdBytes) bytes") }
             total += emb.count
+        }
+        if let assignments {
+            guard assignments.count == total else { throw IndexError.invalidOption("expected \(total) centroid assignments, got \(assignments.count)") }
+            guard assignments.allSatisfy({ Int($0) < centroidCount }) else { throw IndexError.invalidOption("centroid assignment out of range") }
         }
         var flat = [Float](); flat.reserveCapacity(total * dim)
         for (_, emb) in documents { flat.append(contentsOf: emb.vectors) }
@@ -265,8 +278,15 @@ public final class ColBERTIndex: @unchecked Sendable {
                 for (doc, _) in documents { out.append(PreparedDocument(document: doc, count: 0, centroidIds: [], codes: [], residualSum: 0, errorSum: 0)) }
                 return
             }
-            KMeans.assign(points: base, count: total, dim: dim, centroids: centroidStorage.baseAddress!, k: centroidCount,
-                          ids: &ids, scores: &scores)
+            if let assignments {
+                ids = assignments
+                for t in 0..<total {
+                    scores[t] = VectorMath.dot(base + t * dim, centroidStorage.baseAddress! + Int(ids[t]) * dim, dim)
+                }
+            } else {
+                KMeans.assign(points: base, count: total, dim: dim, centroids: centroidStorage.baseAddress!, k: centroidCount,
+                              ids: &ids, scores: &scores)
+            }
             var row = 0
             for (doc, emb) in documents {
                 let n = emb.count

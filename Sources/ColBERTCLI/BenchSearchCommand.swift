@@ -1,0 +1,278 @@
+import ArgumentParser
+import ColBERTCore
+import ColBERTIndex
+import ColBERTSearch
+import Foundation
+
+/// Measures pruned search on an opened snapshot: latency at one thread (pre-encoded queries),
+/// QPS at one thread and at `threads`, and recall@k against exhaustive search.
+struct SearchLatencyReport {
+    var latency: LatencySummary
+    var qpsOneThread: Double
+    var qpsAllThreads: Double
+    var threads: Int
+    var recallAtK: Double
+    var exhaustiveMsPerQuery: Double
+    var stages: SearchTimings
+}
+
+func measureSearch<S: IndexSnapshot>(queries: [TokenEmbeddings], snapshot: S, k: Int, parameters: SearchParameters,
+                                     threads: Int, repeats: Int) throws -> SearchLatencyReport {
+    BLAS.setThreadCount(1)
+    let e0 = monotonicSeconds()
+    let truth = try MaxSimSearcher.exhaustiveBatch(queries: queries, in: snapshot, k: k, threads: threads)
+    let exhaustiveMs = (monotonicSeconds() - e0) * 1000 / Double(max(1, queries.count))
+    for q in queries { _ = try MaxSimSearcher.search(query: q, in: snapshot, k: k, parameters: parameters, threads: 1) }
+    var seconds: [Double] = []
+    var stages = SearchTimings()
+    var recall = 0.0
+    let s0 = monotonicSeconds()
+    for _ in 0..<repeats {
+        for (i, q) in queries.enumerated() {
+            let t0 = monotonicSeconds()
+            let (r, t) = try MaxSimSearcher.searchWithTimings(query: q, in: snapshot, k: k, parameters: parameters, threads: 1)
+            seconds.append(monotonicSeconds() - t0)
+            stages += t
+            recall += Evaluation.overlapRecall(r, reference: truth[i], k: k)
+        }
+    }
+    let oneThreadSeconds = monotonicSeconds() - s0
+    let b0 = monotonicSeconds()
+    for _ in 0..<repeats {
+        _ = try MaxSimSearcher.searchBatch(queries: queries, in: snapshot, k: k, parameters: parameters, threads: threads)
+    }
+    let batchSeconds = monotonicSeconds() - b0
+    let n = Double(seconds.count)
+    return SearchLatencyReport(latency: LatencySummary(seconds: seconds), qpsOneThread: n / oneThreadSeconds,
+                               qpsAllThreads: n / batchSeconds, threads: threads, recallAtK: recall / n,
+                               exhaustiveMsPerQuery: exhaustiveMs, stages: stages)
+}
+
+func printSearchReport(_ r: SearchLatencyReport, k: Int, parameters p: SearchParameters, json: Bool, extra: [String: Any]) {
+    if json {
+        var o: [String: Any] = ["p50_ms": r.latency.p50, "p95_ms": r.latency.p95, "p99_ms": r.latency.p99,
+                                "max_ms": r.latency.max, "mean_ms": r.latency.mean,
+                                "qps": r.qpsAllThreads, "qps_1_thread": r.qpsOneThread, "threads": r.threads,
+                                "recall@\(k)": r.recallAtK, "exhaustive_ms_per_query": r.exhaustiveMsPerQuery,
+                                "nprobe": p.nprobe, "rerank": p.rerankDepth, "k": k]
+        for (key, v) in extra { o[key] = v }
+        printJSONLine(o)
+    } else {
+        for (key, v) in extra.sorted(by: { $0.key < $1.key }) { print("\(key): \(v)") }
+        print("search without encoding, 1 thread: \(r.latency.text)")
+        print(String(format: "QPS: %.1f at 1 thread, %.1f at %d threads", r.qpsOneThread, r.qpsAllThreads, r.threads))
+        print(String(format: "recall@%d vs exhaustive: %.4f  (nprobe %d, rerank %d; exhaustive %.1f ms/query)",
+                     k, r.recallAtK, p.nprobe, p.rerankDepth, r.exhaustiveMsPerQuery))
+    }
+}
+
+/// `colbert bench search`: MaxSim latency on a real index.
+struct BenchSearchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "search",
+        abstract: "Search latency (p50/p95/p99/max) with and without query encoding, QPS at 1 and all threads, recall@k vs exhaustive.")
+
+    @Option(name: .long, help: "Index directory.") var index: String = "index/default"
+    @Option(name: .long, help: "Model directory (default: the one the index was built with).") var model: String?
+    @Option(name: .long, help: "BEIR queries file (default: index/queries.jsonl).") var queries: String = "index/queries.jsonl"
+    @Option(name: .long, help: "Use at most this many queries.") var limit: Int?
+    @Option(name: .short, help: "Results per query.") var k: Int = 10
+    @Option(name: .long, help: "Timed passes over the queries.") var repeats: Int = 3
+    @Flag(name: .long, help: "Print one JSON object.") var json = false
+    @OptionGroup var tuning: SearchTuningOptions
+
+    func run() throws {
+        let opened = try IndexWithModel.open(index: index, model: model, readOnly: true)
+        let qs = try loadQueries(query: nil, queriesFile: queries, limit: limit)
+        let params = tuning.parameters(k: k)
+        // End to end, one query at a time: encode + search, as a client of the library sees it.
+        let encoded = try encodeQueries(qs.map(\.text), encoder: opened.encoder)
+        var endToEnd: [Double] = []
+        var encodeOnly: [Double] = []
+        try opened.index.withSnapshot { snap in
+            for q in qs.prefix(3) { _ = try opened.encoder.encode([q.text], kind: .query) }
+            for q in qs {
+                let t0 = monotonicSeconds()
+                let e = try opened.encoder.encode([q.text], kind: .query)
+                let t1 = monotonicSeconds()
+                _ = try MaxSimSearcher.search(query: e[0], in: snap, k: k, parameters: params, threads: 1)
+                endToEnd.append(monotonicSeconds() - t0)
+                encodeOnly.append(t1 - t0)
+            }
+            let r = try measureSearch(queries: encoded, snapshot: snap, k: k, parameters: params,
+                                      threads: tuning.threadCount, repeats: max(1, repeats))
+            let e2e = LatencySummary(seconds: endToEnd), enc = LatencySummary(seconds: encodeOnly)
+            var extra: [String: Any] = ["queries": qs.count, "documents": snap.documentCount, "tokens": snap.tokenCount]
+            if json {
+                extra["e2e_p50_ms"] = e2e.p50; extra["e2e_p95_ms"] = e2e.p95; extra["e2e_p99_ms"] = e2e.p99
+                extra["encode_p50_ms"] = enc.p50
+                if let rss = peakRSSBytes() { extra["peak_rss_mb"] = Double(rss) / 1e6 }
+            }
+            printSearchReport(r, k: k, parameters: params, json: json, extra: extra)
+            if !json {
+                print("query encoding alone, 1 query: \(enc.text)")
+                print("encode + search, 1 query: \(e2e.text)")
+                if let rss = peakRSSBytes() { print(String(format: "peak RSS %.0f MB", Double(rss) / 1e6)) }
+            }
+        }
+    }
+}
+
+/// `colbert bench synth`: a synthetic index of clustered unit vectors (no encoder), then its
+/// search latency and memory, so scaling can be measured at 1M, 10M and 50M tokens.
+struct BenchSynthCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "synth",
+        abstract: "Write a synthetic index of N clustered tokens (reused if it exists) and measure search latency and memory on it.")
+
+    @Option(name: .long, help: "Total tokens.") var tokens: Int = 1_000_000
+    @Option(name: .long, help: "Index directory (default: .build/synth-<tokens>).") var index: String?
+    @Option(name: .long, help: "Mean tokens per document.") var meanTokens: Int = 150
+    @Option(name: .long) var dim: Int = 128
+    @Option(name: .long) var nbits: Int = 2
+    @Option(name: .long, help: "Centroids (default: PLAID's size for the token count).") var centroids: Int?
+    @Option(name: .long, help: "Synthetic queries.") var queries: Int = 100
+    @Option(name: .short, help: "Results per query.") var k: Int = 10
+    @Option(name: .long) var seed: UInt64 = 7
+    @Flag(name: .long, help: "Only write the index.") var buildOnly = false
+    @Flag(name: .long, help: "Print one JSON object.") var json = false
+    @OptionGroup var tuning: SearchTuningOptions
+
+    func validate() throws {
+        guard tokens >= 1000 else { throw ValidationError("--tokens must be at least 1000") }
+        guard meanTokens >= 2, dim >= 8, [1, 2, 4].contains(nbits) else { throw ValidationError("bad --mean-tokens, --dim or --nbits") }
+    }
+
+    func run() throws {
+        let path = index ?? ".build/synth-\(tokens)"
+        let K = centroids ?? KMeans.plaidCentroidCount(tokens: tokens)
+        let space = SynthSpace(dim: dim, topics: K, meanTokens: meanTokens, seed: seed)
+        let t0 = monotonicSeconds()
+        var built = false
+        if !FileManager.default.fileExists(atPath: path) {
+            try buildIndex(path: path, space: space)
+            built = true
+        }
+        let buildSeconds = monotonicSeconds() - t0
+        let idx: ColBERTIndex
+        do { idx = try ColBERTIndex.open(at: path, readOnly: true) } catch { throw CLIError("\(error)") }
+        let stats = try idx.stats()
+        if buildOnly {
+            print(String(format: "synthetic index at %@: %d documents, %d tokens, %d centroids, %.1f bytes/token%@",
+                         path, stats.documents, stats.tokens, stats.centroids, stats.bytesPerToken,
+                         built ? String(format: ", written in %.1f s", buildSeconds) : " (existing)"))
+            return
+        }
+        let qs = space.queries(count: queries, documents: stats.documents, seed: seed &+ 99)
+        let params = tuning.parameters(k: k)
+        let rssBefore = peakRSSBytes() ?? 0
+        try idx.withSnapshot { snap in
+            let r = try measureSearch(queries: qs, snapshot: snap, k: k, parameters: params,
+                                      threads: tuning.threadCount, repeats: 2)
+            let extra: [String: Any] = ["tokens": stats.tokens, "documents": stats.documents, "centroids": stats.centroids,
+                                        "bytes_per_token": stats.bytesPerToken,
+                                        "file_mb": Double(stats.fileSizeBytes) / 1e6,
+                                        "peak_rss_mb": Double(peakRSSBytes() ?? 0) / 1e6,
+                                        "rss_before_search_mb": Double(rssBefore) / 1e6]
+            printSearchReport(r, k: k, parameters: params, json: json, extra: extra)
+        }
+    }
+
+    private func buildIndex(path: String, space: SynthSpace) throws {
+        // Codec trained on residuals of a sample of synthetic tokens around their own topics.
+        var sample: [Float] = []
+        var g = SplitMix64(seed: seed &+ 1)
+        for _ in 0..<2000 {
+            let topic = Int(g.next() % UInt64(space.topics))
+            var v = [Float](repeating: 0, count: dim)
+            space.token(around: topic, into: &v, rng: &g)
+            for d in 0..<dim { sample.append(v[d] - space.centers[topic * dim + d]) }
+        }
+        let codec = try ResidualCodec.train(dim: dim, nbits: nbits, residuals: sample)
+        let config = IndexConfiguration(modelFingerprint: "synthetic-\(dim)d-seed\(seed)", centroids: space.centers,
+                                        codec: codec, storeText: false, seed: seed)
+        let idx: ColBERTIndex
+        do { idx = try ColBERTIndex.create(at: path, configuration: config) } catch { throw CLIError("\(error)") }
+        var written = 0, doc = 0
+        let start = monotonicSeconds()
+        var lastLog = start
+        while written < tokens {
+            var batch: [(CorpusDocument, TokenEmbeddings)] = []
+            var assignments: [UInt32] = []
+            var batchTokens = 0
+            while batchTokens < 200_000 && written + batchTokens < tokens {
+                let (emb, topics) = space.document(doc, maxTokens: tokens - written - batchTokens)
+                batch.append((CorpusDocument(id: "synth-\(doc)", text: "synthetic"), emb))
+                assignments += topics
+                batchTokens += emb.count
+                doc += 1
+            }
+            do { try idx.addEncoded(batch, assignments: assignments) } catch { throw CLIError("\(error)") }
+            written += batchTokens
+            let now = monotonicSeconds()
+            if now - lastLog > 10 {
+                printError(String(format: "synth: %d/%d tokens, %.0f tokens/s", written, tokens, Double(written) / (now - start)))
+                lastLog = now
+            }
+        }
+        do { try idx.compact() } catch { throw CLIError("\(error)") }
+    }
+}
+
+/// Deterministic clustered unit vectors: `topics` random directions; each document's tokens lie
+/// near a few of them; queries are noisy copies of tokens of a random document.
+struct SynthSpace {
+    let dim: Int
+    let topics: Int
+    let meanTokens: Int
+    let centers: [Float]
+    let noise: Float = 0.35
+
+    init(dim: Int, topics: Int, meanTokens: Int, seed: UInt64) {
+        self.dim = dim
+        self.topics = topics
+        self.meanTokens = meanTokens
+        var g = SplitMix64(seed: seed)
+        var c = (0..<(topics * dim)).map { _ in Float(g.nextDouble() * 2 - 1) }
+        VectorMath.normalizeRows(&c, dim: dim)
+        centers = c
+    }
+
+    /// A unit vector near `topic` (uniform noise: cheap enough for 50M tokens).
+    func token(around topic: Int, into v: inout [Float], rng: inout SplitMix64) {
+        let scale = noise * 2 / Float(dim).squareRoot() * 1.7
+        for d in 0..<dim { v[d] = centers[topic * dim + d] + scale * Float(rng.nextDouble() - 0.5) }
+        VectorMath.normalizeRows(&v, dim: dim)
+    }
+
+    func document(_ n: Int, maxTokens: Int) -> (TokenEmbeddings, [UInt32]) {
+        var g = SplitMix64(seed: UInt64(n) &* 0x9E37_79B9_7F4A_7C15 &+ 17)
+        let count = min(maxTokens, max(2, meanTokens / 2 + Int(g.next() % UInt64(meanTokens + 1))))
+        let docTopics = (0..<12).map { _ in Int(g.next() % UInt64(topics)) }
+        var all = [Float](repeating: 0, count: count * dim)
+        var ids = [UInt32](repeating: 0, count: count)
+        var v = [Float](repeating: 0, count: dim)
+        for t in 0..<count {
+            let topic = docTopics[Int(g.next() % 12)]
+            token(around: topic, into: &v, rng: &g)
+            for d in 0..<dim { all[t * dim + d] = v[d] }
+            ids[t] = UInt32(topic)
+        }
+        return (TokenEmbeddings(tokenIds: [Int32](repeating: 0, count: count), vectors: all, dim: dim), ids)
+    }
+
+    func queries(count: Int, documents: Int, seed: UInt64) -> [TokenEmbeddings] {
+        var g = SplitMix64(seed: seed)
+        return (0..<count).map { _ in
+            let d = Int(g.next() % UInt64(max(1, documents)))
+            let (doc, _) = document(d, maxTokens: Int.max)
+            var q = [Float](repeating: 0, count: 32 * dim)
+            for r in 0..<32 {
+                let t = Int(g.next() % UInt64(doc.count))
+                for x in 0..<dim { q[r * dim + x] = doc.vectors[t * dim + x] + 0.05 * Float(g.nextDouble() - 0.5) }
+            }
+            VectorMath.normalizeRows(&q, dim: dim)
+            return TokenEmbeddings(tokenIds: [Int32](repeating: 0, count: 32), vectors: q, dim: dim)
+        }
+    }
+}

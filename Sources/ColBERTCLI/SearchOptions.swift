@@ -1,0 +1,100 @@
+import ArgumentParser
+import ColBERTCore
+import ColBERTSearch
+import Foundation
+
+/// Flags that tune pruned search; unset ones take `SearchParameters.defaults(k:)`.
+struct SearchTuningOptions: ParsableArguments {
+    @Option(name: .long, help: "Clusters probed per query token.") var nprobe: Int?
+    @Option(name: .long, help: "Candidates re-scored exactly (0: approximate scores only).") var rerank: Int?
+    @Option(name: .long, help: "Skip probed clusters whose centroid score is below this.") var centroidThreshold: Float?
+    @Option(name: .long, help: "Worker threads (default: all cores).") var threads: Int?
+
+    func validate() throws {
+        if let nprobe, nprobe < 1 { throw ValidationError("--nprobe must be at least 1") }
+        if let rerank, rerank < 0 { throw ValidationError("--rerank must not be negative") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let centroidThreshold, !centroidThreshold.isFinite { throw ValidationError("--centroid-threshold must be finite") }
+    }
+
+    func parameters(k: Int) -> SearchParameters {
+        var p = SearchParameters.defaults(k: k)
+        if let nprobe { p.nprobe = nprobe }
+        if let rerank { p.rerankDepth = rerank }
+        if let centroidThreshold { p.centroidScoreThreshold = centroidThreshold }
+        return p
+    }
+
+    var threadCount: Int { threads ?? ProcessInfo.processInfo.activeProcessorCount }
+}
+
+/// Query texts from `--query` or a BEIR queries file.
+func loadQueries(query: String?, queriesFile: String?, limit: Int? = nil) throws -> [Evaluation.Query] {
+    var queries: [Evaluation.Query]
+    if let query {
+        queries = [Evaluation.Query(id: "query", text: query)]
+    } else if let queriesFile {
+        do { queries = try Evaluation.readQueries(path: queriesFile) } catch { throw CLIError("\(error)") }
+    } else {
+        throw CLIError("give --query TEXT or --queries FILE")
+    }
+    if let limit { queries = Array(queries.prefix(limit)) }
+    guard !queries.isEmpty else { throw CLIError("no queries to run") }
+    return queries
+}
+
+/// Encodes query texts in batches (the encoder sorts and packs each batch).
+func encodeQueries(_ texts: [String], encoder: any TokenEncoder, batchSize: Int = 64) throws -> [TokenEmbeddings] {
+    var out: [TokenEmbeddings] = []
+    out.reserveCapacity(texts.count)
+    var start = 0
+    while start < texts.count {
+        let end = min(texts.count, start + batchSize)
+        out += try encoder.encode(Array(texts[start..<end]), kind: .query)
+        start = end
+    }
+    return out
+}
+
+/// Latency percentiles in milliseconds from seconds.
+struct LatencySummary: Codable {
+    var p50: Double, p95: Double, p99: Double, max: Double, mean: Double
+
+    init(seconds: [Double]) {
+        let s = seconds.sorted()
+        func pct(_ p: Double) -> Double {
+            guard !s.isEmpty else { return 0 }
+            // Nearest rank, as HdrHistogram and most latency tools report it.
+            let rank = Int((p * Double(s.count)).rounded(.up)) - 1
+            return s[Swift.max(0, Swift.min(s.count - 1, rank))] * 1000
+        }
+        p50 = pct(0.50); p95 = pct(0.95); p99 = pct(0.99)
+        max = (s.last ?? 0) * 1000
+        mean = s.isEmpty ? 0 : s.reduce(0, +) / Double(s.count) * 1000
+    }
+
+    var text: String { String(format: "p50 %.3f  p95 %.3f  p99 %.3f  max %.3f  mean %.3f ms", p50, p95, p99, max, mean) }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Peak resident set size of this process in bytes (VmHWM), or nil where /proc is missing.
+func peakRSSBytes() -> Int? {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+    for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(separator: " ").compactMap { Int($0) }.first
+        return kb.map { $0 * 1024 }
+    }
+    return nil
+}
+
+func printJSONLine(_ object: Any) {
+    if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]),
+       let s = String(data: data, encoding: .utf8) {
+        print(s)
+    }
+}
