@@ -145,9 +145,15 @@ public final class SafeTensorsFile: @unchecked Sendable {
         switch t.dtype {
         case "F32":
             return [Float](unsafeUninitializedCapacity: count) { out, initialized in
+                #if _endian(little)
+                if let dst = out.baseAddress, let src = raw.baseAddress {
+                    UnsafeMutableRawPointer(dst).copyMemory(from: src, byteCount: count * 4)
+                }
+                #else
                 for i in 0..<count {
                     out[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
                 }
+                #endif
                 initialized = count
             }
         case "F16":
