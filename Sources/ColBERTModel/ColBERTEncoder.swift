@@ -53,6 +53,17 @@ public struct PreparedInput: Sendable, Equatable {
     }
 }
 
+/// Errors of an encode call.
+public enum EncoderError: Error, Equatable, CustomStringConvertible {
+    /// A prepared input whose mask or kept positions do not fit its ids.
+    case malformedInput(index: Int)
+    public var description: String {
+        switch self {
+        case .malformedInput(let i): return "prepared input \(i) is malformed: attention mask or kept positions do not match its ids"
+        }
+    }
+}
+
 /// One encoded text with its full transformer input.
 public struct EncodedText: Sendable, Equatable {
     public var input: PreparedInput
@@ -197,6 +208,12 @@ public final class ColBERTEncoder: TokenEncoder, @unchecked Sendable {
     /// Runs already prepared inputs: sorted by length, packed `batchSize` at a time, results in input order.
     public func encode(prepared inputs: [PreparedInput], batchSize: Int = ColBERTEncoder.defaultBatchSize) throws -> [TokenEmbeddings] {
         if inputs.isEmpty { return [] }
+        for (n, input) in inputs.enumerated() {
+            guard !input.inputIds.isEmpty, input.attentionMask.count == input.inputIds.count,
+                  input.keptPositions.allSatisfy({ $0 >= 0 && $0 < input.inputIds.count }) else {
+                throw EncoderError.malformedInput(index: n)
+            }
+        }
         let order = inputs.indices.sorted { inputs[$0].inputIds.count > inputs[$1].inputIds.count }
         var results = [TokenEmbeddings?](repeating: nil, count: inputs.count)
         let ws = takeWorkspace()
@@ -223,7 +240,7 @@ public final class ColBERTEncoder: TokenEncoder, @unchecked Sendable {
             }
             start += step
         }
-        return results.map { $0! }
+        return results.compactMap { $0 }
     }
 
     private func takeWorkspace() -> Workspace {
