@@ -85,7 +85,7 @@ struct BertModel: Sendable {
     func forward(_ batch: PackedBatch, keep: [Int], workspace ws: Workspace) throws -> UnsafeMutablePointer<Float> {
         let c = config
         let t = batch.tokenCount
-        let h = c.hiddenSize, inter = c.intermediateSize
+        let h = c.hiddenSize
         var maxLen = 0
         for s in 0..<batch.sequenceCount { maxLen = max(maxLen, batch.offsets[s + 1] - batch.offsets[s]) }
         guard maxLen <= c.maxPositions else { throw ForwardError.sequenceTooLong(maxLen, max: c.maxPositions) }
