@@ -59,6 +59,20 @@ final class Workspace {
     }
 }
 
+/// A row range split of one buffer, handed to worker threads (each touches only its own rows).
+struct RowSplit: @unchecked Sendable {
+    let base: UnsafeMutablePointer<Float>
+    let bias: UnsafePointer<Float>
+    let rows: Int, width: Int, parts: Int
+
+    func gelu(part: Int) {
+        let r0 = rows * part / parts, r1 = rows * (part + 1) / parts
+        Kernels.biasGELU(base + r0 * width, rows: r1 - r0, width: width, bias: bias)
+    }
+}
+
+let parallelism = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
 /// BERT encoder plus the ColBERT projection head, run in F32 over packed batches.
 struct BertModel: Sendable {
     let weights: BertWeights
@@ -199,7 +213,16 @@ struct BertModel: Sendable {
         l.intermediateWeight.withUnsafeBufferPointer { w in
             BLAS.sgemm(transB: true, m: t, n: inter, k: h, a: x, lda: h, b: w.baseAddress!, ldb: h, c: buf.intermediate, ldc: inter)
         }
-        l.intermediateBias.withUnsafeBufferPointer { Kernels.biasGELU(buf.intermediate, rows: t, width: inter, bias: $0.baseAddress!) }
+        l.intermediateBias.withUnsafeBufferPointer { bias in
+            // GELU is the largest element-wise cost; split big batches across cores (BLAS is idle here).
+            let workers = t >= 256 ? min(parallelism, t / 128) : 1
+            let rows = RowSplit(base: buf.intermediate, bias: bias.baseAddress!, rows: t, width: inter, parts: workers)
+            if workers > 1 {
+                DispatchQueue.concurrentPerform(iterations: workers) { rows.gelu(part: $0) }
+            } else {
+                rows.gelu(part: 0)
+            }
+        }
         l.outputWeight.withUnsafeBufferPointer { w in
             BLAS.sgemm(transB: true, m: t, n: h, k: inter, a: buf.intermediate, lda: inter, b: w.baseAddress!, ldb: inter, c: buf.qkv, ldc: h)
         }
