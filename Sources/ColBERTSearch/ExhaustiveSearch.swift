@@ -1,0 +1,143 @@
+import ColBERTCore
+
+extension MaxSimSearcher {
+    /// Exact MaxSim of the query against every live document (decompressed and normalised):
+    /// the ground truth. Documents are decompressed one at a time per worker, never all at once;
+    /// documents without tokens are skipped.
+    public static func exhaustive<S: IndexSnapshot>(
+        query: UnsafeBufferPointer<Float>, queryTokens: Int, in index: S, k: Int,
+        allowed: DocumentFilter? = nil, threads: Int = 1
+    ) throws -> [ScoredDocument] {
+        try validate(query: query, queryTokens: queryTokens, index: index, k: k)
+        let q = Array(query)
+        return try exhaustiveStacked(q, rowsPerQuery: [queryTokens], index: index, k: k,
+                                     allowed: allowed, threads: threads)[0]
+    }
+
+    public static func exhaustive<S: IndexSnapshot>(
+        query: TokenEmbeddings, in index: S, k: Int, allowed: DocumentFilter? = nil, threads: Int = 1
+    ) throws -> [ScoredDocument] {
+        guard query.dim == index.dim else { throw SearchError.dimensionMismatch(query: query.dim, index: index.dim) }
+        return try query.vectors.withUnsafeBufferPointer {
+            try exhaustive(query: $0, queryTokens: query.count, in: index, k: k, allowed: allowed, threads: threads)
+        }
+    }
+
+    /// Exhaustive MaxSim for many queries: each document is decompressed once per group of
+    /// queries and scored against all of them in one GEMM.
+    public static func exhaustiveBatch<S: IndexSnapshot>(
+        queries: [TokenEmbeddings], in index: S, k: Int, allowed: DocumentFilter? = nil, threads: Int = 1
+    ) throws -> [[ScoredDocument]] {
+        var out: [[ScoredDocument]] = []
+        out.reserveCapacity(queries.count)
+        // Groups of at most ~4K query rows bound the per-worker score scratch.
+        var group: [TokenEmbeddings] = []
+        var rows = 0
+        func flush() throws {
+            guard !group.isEmpty else { return }
+            var stacked: [Float] = []
+            stacked.reserveCapacity(rows * index.dim)
+            for g in group { stacked.append(contentsOf: g.vectors) }
+            out += try exhaustiveStacked(stacked, rowsPerQuery: group.map(\.count), index: index, k: k,
+                                         allowed: allowed, threads: threads)
+            group = []
+            rows = 0
+        }
+        for qe in queries {
+            guard qe.dim == index.dim else { throw SearchError.dimensionMismatch(query: qe.dim, index: index.dim) }
+            try qe.vectors.withUnsafeBufferPointer {
+                try validate(query: $0, queryTokens: qe.count, index: index, k: k)
+            }
+            if rows + qe.count > 4096 { try flush() }
+            group.append(qe)
+            rows += qe.count
+        }
+        try flush()
+        return out
+    }
+
+    private final class ExhaustiveSlot {
+        let scorer: ExactScorer
+        var rowMax: [Float]
+        var tops: [TopK]
+        var error: (any Error)?
+        init(dim: Int, codec: ResidualCodec, rows: Int, queries: Int, k: Int) {
+            scorer = ExactScorer(dim: dim, codec: codec)
+            rowMax = [Float](repeating: 0, count: max(rows, 1))
+            tops = (0..<queries).map { _ in TopK(capacity: k) }
+        }
+
+        func score(_ id: UInt32, _ view: DocumentView, q: UnsafePointer<Float>, rows: Int,
+                   offsets: [Int], centroids: UnsafePointer<Float>) {
+            let ok = rowMax.withUnsafeMutableBufferPointer {
+                scorer.rowMaxima(query: q, rows: rows, document: view, centroids: centroids, rowMax: $0.baseAddress!)
+            }
+            guard ok else { return }
+            for qi in 0..<tops.count {
+                var total: Float = 0
+                for r in offsets[qi]..<offsets[qi + 1] { total += rowMax[r] }
+                tops[qi].insert(ScoredDocument(docId: id, score: total))
+            }
+        }
+    }
+
+    static func exhaustiveStacked<S: IndexSnapshot>(
+        _ stacked: [Float], rowsPerQuery: [Int], index: S, k: Int, allowed: DocumentFilter?, threads: Int
+    ) throws -> [[ScoredDocument]] {
+        let nQueries = rowsPerQuery.count
+        var offsets = [0]
+        for r in rowsPerQuery { offsets.append(offsets[offsets.count - 1] + r) }
+        let rows = offsets[nQueries]
+        guard k > 0, rows > 0, index.documentCount > 0, let C = index.centroids.baseAddress else {
+            return [[ScoredDocument]](repeating: [], count: nQueries)
+        }
+        let workers = max(1, threads)
+        if workers > 1 { BLAS.setThreadCount(1) }
+        let slots = (0..<workers).map { _ in
+            ExhaustiveSlot(dim: index.dim, codec: index.codec, rows: rows, queries: nQueries, k: k)
+        }
+        try stacked.withUnsafeBufferPointer { qBuf in
+            let q = qBuf.baseAddress!
+            if workers == 1 {
+                let slot = slots[0]
+                try index.forEachDocument { id, view in
+                    if let f = allowed, !f.contains(id) { return }
+                    slot.score(id, view, q: q, rows: rows, offsets: offsets, centroids: C)
+                }
+                return
+            }
+            // Blocks of 64 ids dealt round-robin: balanced, and independent of timing.
+            let bound = Int(index.documentIdBound)
+            let blocks = (bound + 63) / 64
+            runWorkers(workers) { w in
+                let slot = slots[w]
+                do {
+                    var b = w
+                    while b < blocks {
+                        for id in (b * 64)..<min(bound, b * 64 + 64) {
+                            let doc = UInt32(id)
+                            if let f = allowed, !f.contains(doc) { continue }
+                            try index.withDocument(doc) { view in
+                                guard let view else { return }
+                                slot.score(doc, view, q: q, rows: rows, offsets: offsets, centroids: C)
+                            }
+                        }
+                        b += workers
+                    }
+                } catch {
+                    slot.error = error
+                }
+            }
+        }
+        var out: [[ScoredDocument]] = []
+        for qi in 0..<nQueries {
+            var merged = TopK(capacity: k)
+            for slot in slots {
+                if let e = slot.error { throw e }
+                for d in slot.tops[qi].heap { merged.insert(d) }
+            }
+            out.append(merged.sorted())
+        }
+        return out
+    }
+}

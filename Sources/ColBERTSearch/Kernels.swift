@@ -1,0 +1,239 @@
+import ColBERTCore
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Bounded selection of the best documents in the result order (score desc, id asc). A binary
+/// heap whose root is the worst kept entry, so a full scan costs O(n log k).
+struct TopK {
+    let capacity: Int
+    private(set) var heap: [ScoredDocument] = []
+
+    init(capacity: Int) {
+        self.capacity = max(0, capacity)
+        heap.reserveCapacity(min(self.capacity, 1 << 16))
+    }
+
+    /// True when `a` is worse than `b` (ranks after it).
+    @inline(__always) private static func worse(_ a: ScoredDocument, _ b: ScoredDocument) -> Bool {
+        ScoredDocument.ranksBefore(b, a)
+    }
+
+    /// Whether an entry with this score and id would enter the heap.
+    @inline(__always) func admits(_ score: Float, _ id: UInt32) -> Bool {
+        if heap.count < capacity { return true }
+        guard capacity > 0 else { return false }
+        return ScoredDocument.ranksBefore(ScoredDocument(docId: id, score: score), heap[0])
+    }
+
+    mutating func insert(_ d: ScoredDocument) {
+        guard capacity > 0 else { return }
+        if heap.count < capacity {
+            heap.append(d)
+            var i = heap.count - 1
+            while i > 0 {
+                let parent = (i - 1) / 2
+                if TopK.worse(heap[i], heap[parent]) { heap.swapAt(i, parent); i = parent } else { break }
+            }
+        } else if ScoredDocument.ranksBefore(d, heap[0]) {
+            heap[0] = d
+            var i = 0
+            let n = heap.count
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < n && TopK.worse(heap[l], heap[m]) { m = l }
+                if r < n && TopK.worse(heap[r], heap[m]) { m = r }
+                if m == i { break }
+                heap.swapAt(i, m)
+                i = m
+            }
+        }
+    }
+
+    /// The kept entries in result order.
+    func sorted() -> [ScoredDocument] { heap.sorted(by: ScoredDocument.ranksBefore) }
+}
+
+/// Runs `body(worker)` for `workers` workers: inline when 1, else on Dispatch's pool, returning
+/// when all are done.
+///
+/// The one place where the search crosses threads. `body` is not `@Sendable` because the
+/// workers share read-only inputs (the snapshot, query, tables, raw pointers) and each writes
+/// only its own per-worker slot or a disjoint range of an output buffer; every caller keeps to
+/// that rule, which is what makes the unchecked hand-over below sound.
+func runWorkers(_ workers: Int, _ body: (Int) -> Void) {
+    if workers <= 1 {
+        body(0)
+        return
+    }
+    withoutActuallyEscaping(body) { escapable in
+        let shared = UncheckedSendable(escapable)
+        DispatchQueue.concurrentPerform(iterations: workers) { shared.value($0) }
+    }
+}
+
+private struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+@inline(__always) func nowSeconds() -> Double {
+    Double(DispatchTime.now().uptimeNanoseconds) * 1e-9
+}
+
+/// CPU time of the calling thread, in seconds: a latency figure that other processes on a
+/// busy machine do not inflate (as long as the work stays on this thread).
+func threadCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Per-query-token lookup tables over packed residual bytes, built through 16-entry nibble
+/// tables: each 256-entry byte table is then `high[b >> 4] + low[b & 15]`, which costs one add
+/// per entry instead of `8 / nbits` multiply-adds.
+enum LookupTables {
+    static func fill(codec: ResidualCodec, query: UnsafePointer<Float>, table: UnsafeMutablePointer<Float>) {
+        let nbits = codec.nbits
+        let perNibble = 4 / nbits
+        let mask = (1 << nbits) - 1
+        let bytes = codec.bytesPerVector
+        let per = codec.dimsPerByte
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 32) { nib in
+            let high = nib.baseAddress!, low = high + 16
+            codec.bucketWeights.withUnsafeBufferPointer { w in
+                for p in 0..<bytes {
+                    let q = query + p * per
+                    // Dimension j of the byte sits at bits 8 - nbits*(j+1); the high nibble holds
+                    // dims 0..<perNibble, the low nibble the rest.
+                    for n in 0..<16 {
+                        var h: Float = 0, l: Float = 0
+                        for j in 0..<perNibble {
+                            let b = (n >> (4 - nbits * (j + 1))) & mask
+                            h += q[j] * w[b]
+                            l += q[perNibble + j] * w[b]
+                        }
+                        high[n] = h
+                        low[n] = l
+                    }
+                    let t = table + p * 256
+                    for hi in 0..<16 {
+                        let hv = high[hi]
+                        let row = t + hi * 16
+                        for lo in 0..<16 { row[lo] = hv + low[lo] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Σ_p table[p * 256 + code[p]]` for one packed code.
+    @inline(__always)
+    static func sum(_ table: UnsafePointer<Float>, _ code: UnsafeRawPointer, bytes: Int) -> Float {
+        if bytes == 32 {
+            // 128 dims at 2 bits: the common case, unrolled over four 64-bit words with four
+            // independent accumulators.
+            var a0: Float = 0, a1: Float = 0, a2: Float = 0, a3: Float = 0
+            var t = table
+            for w in 0..<4 {
+                let x = code.loadUnaligned(fromByteOffset: w * 8, as: UInt64.self)
+                a0 += t[Int(x & 0xFF)]
+                a1 += t[256 + Int((x >> 8) & 0xFF)]
+                a2 += t[512 + Int((x >> 16) & 0xFF)]
+                a3 += t[768 + Int((x >> 24) & 0xFF)]
+                a0 += t[1024 + Int((x >> 32) & 0xFF)]
+                a1 += t[1280 + Int((x >> 40) & 0xFF)]
+                a2 += t[1536 + Int((x >> 48) & 0xFF)]
+                a3 += t[1792 + Int(x >> 56)]
+                t += 2048
+            }
+            return (a0 + a1) + (a2 + a3)
+        }
+        var a0: Float = 0, a1: Float = 0
+        var p = 0
+        let c = code.assumingMemoryBound(to: UInt8.self)
+        while p + 1 < bytes {
+            a0 += table[p * 256 + Int(c[p])]
+            a1 += table[(p + 1) * 256 + Int(c[p + 1])]
+            p += 2
+        }
+        if p < bytes { a0 += table[p * 256 + Int(c[p])] }
+        return a0 + a1
+    }
+}
+
+/// Exact MaxSim of a (stacked) query matrix against one document: decompresses and normalises
+/// the document's tokens into scratch, one GEMM, then per query row the max over tokens.
+final class ExactScorer {
+    let dim: Int
+    let codec: ResidualCodec
+    private var docVectors: [Float] = []
+    private var scores: [Float] = []
+    /// For every byte value, the bucket weights of the dims it packs: decoding is then one
+    /// table row per code byte instead of shifting out each dimension.
+    private let expand: [Float]
+
+    init(dim: Int, codec: ResidualCodec) {
+        self.dim = dim
+        self.codec = codec
+        let per = codec.dimsPerByte, nbits = codec.nbits, mask = (1 << nbits) - 1
+        var e = [Float](repeating: 0, count: 256 * per)
+        for byte in 0..<256 {
+            for j in 0..<per { e[byte * per + j] = codec.bucketWeights[(byte >> (8 - nbits * (j + 1))) & mask] }
+        }
+        expand = e
+    }
+
+    /// Same as `ResidualCodec.decode(normalize: true)`, table-driven.
+    @inline(__always)
+    private func decode(_ code: UnsafeRawPointer, centroid c: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>,
+                        expand e: UnsafePointer<Float>) {
+        let per = codec.dimsPerByte
+        let bytes = codec.bytesPerVector
+        let b = code.assumingMemoryBound(to: UInt8.self)
+        for p in 0..<bytes {
+            let row = e + Int(b[p]) * per
+            let base = p * per
+            for j in 0..<per { out[base + j] = c[base + j] + row[j] }
+        }
+        var s: Float = 0
+        for d in 0..<dim { s += out[d] * out[d] }
+        let inv = 1 / max(s.squareRoot(), 1e-12)
+        for d in 0..<dim { out[d] *= inv }
+    }
+
+    /// Writes `max_j q_r · d_j` for every query row `r` into `rowMax` (`rows` floats); returns
+    /// false (and writes nothing) for a document without tokens.
+    func rowMaxima(query: UnsafePointer<Float>, rows: Int, document: DocumentView,
+                   centroids: UnsafePointer<Float>, rowMax: UnsafeMutablePointer<Float>) -> Bool {
+        let n = document.count
+        guard n > 0, rows > 0 else { return false }
+        if docVectors.count < n * dim { docVectors = [Float](repeating: 0, count: n * dim) }
+        if scores.count < rows * n { scores = [Float](repeating: 0, count: rows * n) }
+        let dim = self.dim
+        expand.withUnsafeBufferPointer { eb in
+            docVectors.withUnsafeMutableBufferPointer { dv in
+                let d = dv.baseAddress!
+                for j in 0..<n {
+                    decode(document.code(j), centroid: centroids + Int(document.centroidId(j)) * dim,
+                           into: d + j * dim, expand: eb.baseAddress!)
+                }
+                scores.withUnsafeMutableBufferPointer { sv in
+                    let s = sv.baseAddress!
+                    BLAS.sgemm(transB: true, m: rows, n: n, k: dim, a: query, lda: dim, b: d, ldb: dim, c: s, ldc: n)
+                    for r in 0..<rows {
+                        let row = s + r * n
+                        var m = row[0]
+                        for j in 1..<n where row[j] > m { m = row[j] }
+                        rowMax[r] = m
+                    }
+                }
+            }
+        }
+        return true
+    }
+}

@@ -1,0 +1,102 @@
+import ColBERTCore
+
+/// Latency and recall of pruned search against exhaustive MaxSim on any snapshot: used by
+/// `colbert bench synth` and the release-mode benchmark test.
+public enum SearchBenchmark {
+    public struct Report: Sendable, CustomStringConvertible {
+        public var queries: Int
+        public var k: Int
+        public var threads: Int
+        public var parameters: SearchParameters
+        /// Per-query latency of pruned search, milliseconds.
+        public var p50: Double
+        public var p90: Double
+        public var p99: Double
+        public var mean: Double
+        /// Median CPU time of the searching thread per query, milliseconds (meaningful at
+        /// threads = 1; robust to other load on the machine).
+        public var cpuP50: Double
+        /// Mean per-stage time, milliseconds.
+        public var stages: SearchTimings
+        /// Mean recall@k of pruned against exhaustive top-k.
+        public var recallAtK: Double
+        /// Mean exhaustive latency per query, milliseconds (0 when not measured).
+        public var exhaustiveMean: Double
+
+        public var description: String {
+            func f(_ x: Double) -> String { String(Int((x * 1000).rounded())) .paddedMillis }
+            let s = stages
+            return """
+            pruned k=\(k) nprobe=\(parameters.nprobe) threshold=\(parameters.centroidScoreThreshold.map { "\($0)" } ?? "none") \
+            rerank=\(parameters.rerankDepth) missing=\(parameters.missingSimilarity.rawValue) threads=\(threads) queries=\(queries)
+              latency ms: p50 \(f(p50)) p90 \(f(p90)) p99 \(f(p99)) mean \(f(mean)); thread CPU p50 \(f(cpuP50))
+              stages ms: centroids \(f(s.centroidScores)) select \(f(s.selection)) luts \(f(s.lookupTables)) \
+            scoring \(f(s.scoring)) reduce \(f(s.reduction)) rerank \(f(s.rerank)); \
+            candidates \(s.candidates) tokens scored \(s.scoredTokens)
+              recall@\(k) vs exhaustive: \(String(Int((recallAtK * 10000).rounded())).paddedFraction) \
+            exhaustive mean ms: \(f(exhaustiveMean))
+            """
+        }
+    }
+
+    /// Runs every query once to warm up, then `repeats` times timed. Ground truth comes from
+    /// `reference` when given (e.g. computed once for several settings), else from exhaustive
+    /// search of each query on `threads` threads.
+    public static func run<S: IndexSnapshot>(
+        queries: [TokenEmbeddings], index: S, k: Int, parameters: SearchParameters, threads: Int = 1,
+        repeats: Int = 1, reference: [[ScoredDocument]]? = nil
+    ) throws -> (report: Report, reference: [[ScoredDocument]]) {
+        var truth = reference ?? []
+        var exhaustiveTime = 0.0
+        if reference == nil {
+            let t0 = nowSeconds()
+            truth = try MaxSimSearcher.exhaustiveBatch(queries: queries, in: index, k: k, threads: threads)
+            exhaustiveTime = (nowSeconds() - t0) / Double(max(1, queries.count))
+        }
+        var latencies: [Double] = []
+        var cpu: [Double] = []
+        var stages = SearchTimings()
+        var recall = 0.0
+        for q in queries { _ = try MaxSimSearcher.search(query: q, in: index, k: k, parameters: parameters, threads: threads) }
+        for _ in 0..<max(1, repeats) {
+            for (i, q) in queries.enumerated() {
+                let t0 = nowSeconds(), c0 = threadCPUSeconds()
+                let (r, t) = try MaxSimSearcher.searchWithTimings(query: q, in: index, k: k,
+                                                                  parameters: parameters, threads: threads)
+                latencies.append(nowSeconds() - t0)
+                cpu.append(threadCPUSeconds() - c0)
+                stages += t
+                recall += Evaluation.overlapRecall(r, reference: truth[i], k: k)
+            }
+        }
+        let n = Double(max(1, latencies.count))
+        latencies.sort()
+        func pct(_ p: Double) -> Double {
+            latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(p * Double(latencies.count - 1)))] * 1000
+        }
+        var mean = stages
+        mean.centroidScores *= 1000 / n; mean.selection *= 1000 / n; mean.lookupTables *= 1000 / n
+        mean.scoring *= 1000 / n; mean.reduction *= 1000 / n; mean.rerank *= 1000 / n; mean.total *= 1000 / n
+        mean.candidates = Int(Double(mean.candidates) / n)
+        mean.scoredTokens = Int(Double(mean.scoredTokens) / n)
+        let report = Report(queries: queries.count, k: k, threads: threads, parameters: parameters,
+                            p50: pct(0.5), p90: pct(0.9), p99: pct(0.99),
+                            mean: latencies.reduce(0, +) / n * 1000,
+                            cpuP50: cpu.isEmpty ? 0 : cpu.sorted()[cpu.count / 2] * 1000, stages: mean,
+                            recallAtK: recall / n, exhaustiveMean: exhaustiveTime * 1000)
+        return (report, truth)
+    }
+}
+
+private extension String {
+    /// "1234" (microseconds) as "1.234".
+    var paddedMillis: String {
+        let digits = Array(self.count < 4 ? String(repeating: "0", count: 4 - count) + self : self)
+        return String(digits.dropLast(3)) + "." + String(digits.suffix(3))
+    }
+    /// "9912" (basis points) as "0.9912".
+    var paddedFraction: String {
+        let digits = Array(self.count < 5 ? String(repeating: "0", count: 5 - count) + self : self)
+        return String(digits.dropLast(4)) + "." + String(digits.suffix(4))
+    }
+}

@@ -1,0 +1,162 @@
+import ColBERTCore
+
+/// One search hit: an internal document id and its MaxSim score.
+public struct ScoredDocument: Sendable, Equatable, Hashable {
+    public var docId: UInt32
+    public var score: Float
+
+    public init(docId: UInt32, score: Float) {
+        self.docId = docId
+        self.score = score
+    }
+
+    /// The result order used everywhere: score descending, then internal id ascending.
+    @inlinable
+    public static func ranksBefore(_ a: ScoredDocument, _ b: ScoredDocument) -> Bool {
+        a.score > b.score || (a.score == b.score && a.docId < b.docId)
+    }
+}
+
+/// What a query token contributes to a document none of whose tokens lie in the token's probed
+/// clusters (WARP's "missing similarity" imputation).
+public enum MissingSimilarity: String, Sendable, CaseIterable {
+    /// The score of the best centroid that was not probed: an upper estimate of what the
+    /// document's nearest token can score (WARP's choice).
+    case bestUnselected
+    /// The score of the last (worst) probed centroid: a more generous estimate.
+    case lastSelected
+    /// Zero: documents are only credited with what was actually scored.
+    case zero
+}
+
+/// Knobs of centroid-pruned MaxSim. All settable per call; `defaults(k:)` is tuned for
+/// recall@10 >= 0.99 against exhaustive MaxSim.
+public struct SearchParameters: Sendable, Equatable {
+    /// Clusters probed per query token (the top `nprobe` centroids by score).
+    public var nprobe: Int
+    /// When set, a cluster is probed only if its centroid score is at least this (PLAID's
+    /// centroid_score_threshold); the top-`nprobe` bound still applies.
+    public var centroidScoreThreshold: Float?
+    /// Number of top approximate candidates re-scored exactly from their decompressed,
+    /// normalised tokens. 0 returns approximate scores; otherwise at least `k` are re-scored,
+    /// so every returned score is exact.
+    public var rerankDepth: Int
+    /// Imputation for query tokens whose probed clusters hold no token of a candidate.
+    public var missingSimilarity: MissingSimilarity
+    /// Divide each token score by the norm of its decompressed vector (also from lookup
+    /// tables), so probed tokens score exactly as in exhaustive MaxSim. Off gives WARP's plain
+    /// `q · (c + r)`. Costs a table per probed cluster and a second table sum per token
+    /// (about 3x the scoring time) and did not raise recall on synthetic data, hence off by default.
+    public var normalizeScores: Bool
+
+    public init(nprobe: Int, centroidScoreThreshold: Float? = nil, rerankDepth: Int = 0,
+                missingSimilarity: MissingSimilarity = .bestUnselected, normalizeScores: Bool = false) {
+        self.nprobe = nprobe
+        self.centroidScoreThreshold = centroidScoreThreshold
+        self.rerankDepth = rerankDepth
+        self.missingSimilarity = missingSimilarity
+        self.normalizeScores = normalizeScores
+    }
+
+    /// Defaults for a result count `k`. Measured on a synthetic 1.2M-token index (16,384
+    /// centroids, 2 bits, 32-token queries): the approximate stage alone keeps only ~0.6 of the
+    /// exhaustive top-10 whatever nprobe (2..32), because ranks 2..10 differ by less than the
+    /// imputation error, while nprobe 4 with an exact re-rank of 128 keeps 0.999. More probes buy
+    /// little; re-rank depth buys recall. Deeper lists scale both (not yet measured for k > 10).
+    public static func defaults(k: Int) -> SearchParameters {
+        if k <= 10 { return SearchParameters(nprobe: 4, rerankDepth: 128) }
+        if k <= 100 { return SearchParameters(nprobe: 8, rerankDepth: max(256, 4 * k)) }
+        return SearchParameters(nprobe: 16, rerankDepth: 4 * k)
+    }
+}
+
+/// A set of internal document ids a search may return (the server restricts to a subset).
+public struct DocumentFilter: Sendable, Equatable {
+    @usableFromInline let words: [UInt64]
+    /// Number of distinct allowed ids.
+    public let count: Int
+
+    public init<C: Sequence>(allowing ids: C) where C.Element == UInt32 {
+        var words: [UInt64] = []
+        var count = 0
+        for id in ids {
+            let w = Int(id >> 6)
+            if w >= words.count { words.append(contentsOf: repeatElement(0, count: w + 1 - words.count)) }
+            let bit = UInt64(1) << UInt64(id & 63)
+            if words[w] & bit == 0 { count += 1; words[w] |= bit }
+        }
+        self.words = words
+        self.count = count
+    }
+
+    @inlinable
+    public func contains(_ id: UInt32) -> Bool {
+        let w = Int(id >> 6)
+        return w < words.count && words[w] & (UInt64(1) << UInt64(id & 63)) != 0
+    }
+
+    /// The allowed ids in increasing order.
+    public var ids: [UInt32] {
+        var out: [UInt32] = []
+        out.reserveCapacity(count)
+        for (w, word) in words.enumerated() where word != 0 {
+            var x = word
+            while x != 0 {
+                let b = x.trailingZeroBitCount
+                out.append(UInt32(w * 64 + b))
+                x &= x - 1
+            }
+        }
+        return out
+    }
+}
+
+/// Wall-clock time per search stage, in seconds (summed over queries for batches).
+public struct SearchTimings: Sendable, Equatable {
+    public var centroidScores: Double = 0
+    public var selection: Double = 0
+    public var lookupTables: Double = 0
+    public var scoring: Double = 0
+    public var reduction: Double = 0
+    public var rerank: Double = 0
+    public var total: Double = 0
+    /// Documents with at least one scored token.
+    public var candidates: Int = 0
+    /// Token codes scored through the lookup tables.
+    public var scoredTokens: Int = 0
+
+    public init() {}
+
+    public static func += (a: inout SearchTimings, b: SearchTimings) {
+        a.centroidScores += b.centroidScores
+        a.selection += b.selection
+        a.lookupTables += b.lookupTables
+        a.scoring += b.scoring
+        a.reduction += b.reduction
+        a.rerank += b.rerank
+        a.total += b.total
+        a.candidates += b.candidates
+        a.scoredTokens += b.scoredTokens
+    }
+}
+
+/// Bad search input.
+public enum SearchError: Error, Equatable, CustomStringConvertible {
+    case dimensionMismatch(query: Int, index: Int)
+    case queryShape(values: Int, tokens: Int, dim: Int)
+    case nonFiniteQuery
+    case invalidParameter(String)
+
+    public var description: String {
+        switch self {
+        case .dimensionMismatch(let q, let i):
+            return "query dimension \(q) does not match the index dimension \(i)"
+        case .queryShape(let v, let t, let d):
+            return "query has \(v) values, expected \(t) tokens x \(d) dims = \(t * d)"
+        case .nonFiniteQuery:
+            return "query contains NaN or infinite values"
+        case .invalidParameter(let m):
+            return "invalid search parameter: \(m)"
+        }
+    }
+}

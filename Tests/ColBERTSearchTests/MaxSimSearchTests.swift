@@ -1,0 +1,245 @@
+import ColBERTCore
+import Testing
+@testable import ColBERTSearch
+
+@Suite struct MaxSimSearchTests {
+    @Test func exhaustiveMatchesBruteForceOverNormalisedDecompressedTokens() throws {
+        let f = try Fixture()
+        for q in f.queries {
+            let got = try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 1000)
+            let want = try f.bruteForce(q, normalize: true)
+            #expect(got.count == f.lengths.count)
+            #expect(sameResults(got, want))
+            #expect(zip(got, got.dropFirst()).allSatisfy { ScoredDocument.ranksBefore($0, $1) })
+        }
+    }
+
+    @Test(arguments: [1, 2, 4])
+    func prunedProbingEveryClusterComputesUnnormalisedMaxSim(nbits: Int) throws {
+        let f = try Fixture(nbits: nbits)
+        let all = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 0, normalizeScores: false)
+        for q in f.queries {
+            let got = try MaxSimSearcher.search(query: q, in: f.index, k: 1000, parameters: all)
+            let want = try f.bruteForce(q, normalize: false)
+            #expect(got.count == f.lengths.count)
+            #expect(sameResults(got, want))
+            // Normalisation matters: the approximate scores are not the exact ones.
+            let exact = try f.bruteForce(q, normalize: true)
+            #expect(!sameResults(got, exact, tolerance: 1e-5))
+        }
+    }
+
+    @Test(arguments: [1, 2, 4])
+    func normalisedLookupScoresEqualExhaustiveWhenEveryClusterIsProbed(nbits: Int) throws {
+        let f = try Fixture(nbits: nbits)
+        let all = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 0, normalizeScores: true)
+        for q in f.queries {
+            let got = try MaxSimSearcher.search(query: q, in: f.index, k: 1000, parameters: all, threads: 2)
+            #expect(sameResults(got, try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 1000)))
+        }
+    }
+
+    @Test func prunedWithRerankProbingEveryClusterEqualsExhaustive() throws {
+        let f = try Fixture()
+        let p = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 1000)
+        for q in f.queries {
+            let got = try MaxSimSearcher.search(query: q, in: f.index, k: 7, parameters: p)
+            let want = try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 7)
+            #expect(got == want)
+        }
+    }
+
+    @Test(arguments: MissingSimilarity.allCases, [false, true])
+    func partialProbingImputesMissingSimilarity(missing: MissingSimilarity, normalize: Bool) throws {
+        let f = try Fixture(documents: 60, centroidCount: 12)
+        let nprobe = 3
+        for q in f.queries {
+            // Reference selection: per query token the nprobe best centroids.
+            var probed: [[Int]] = []
+            var miss: [Float] = []
+            for i in 0..<q.count {
+                let qi = q.vectors[(i * f.dim)..<((i + 1) * f.dim)]
+                let scores = (0..<12).map { c in Fixture.dot(qi, Array(f.centroids[(c * f.dim)..<((c + 1) * f.dim)])) }
+                let order = (0..<12).sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
+                probed.append(Array(order.prefix(nprobe)))
+                switch missing {
+                case .bestUnselected: miss.append(scores[order[nprobe]])
+                case .lastSelected: miss.append(scores[order[nprobe - 1]])
+                case .zero: miss.append(0)
+                }
+            }
+            let want = try f.bruteForce(q, normalize: normalize, probed: { probed[$0].contains($1) }, missing: miss)
+            let p = SearchParameters(nprobe: nprobe, rerankDepth: 0, missingSimilarity: missing, normalizeScores: normalize)
+            let got = try MaxSimSearcher.search(query: q, in: f.index, k: 1000, parameters: p)
+            #expect(sameResults(got, want))
+            #expect(got.count < f.lengths.count || want.count == f.lengths.count)
+        }
+    }
+
+    @Test func centroidScoreThresholdDropsWeakClusters() throws {
+        let f = try Fixture()
+        let q = f.queries[0]
+        let none = try MaxSimSearcher.search(query: q, in: f.index, k: 1000,
+                                             parameters: SearchParameters(nprobe: 8, centroidScoreThreshold: 2))
+        #expect(none.isEmpty)
+        let loose = try MaxSimSearcher.search(query: q, in: f.index, k: 1000,
+                                              parameters: SearchParameters(nprobe: 8, centroidScoreThreshold: -2))
+        #expect(loose.count == f.lengths.count)
+    }
+
+    @Test func resultsAreIdenticalForEveryThreadCount() throws {
+        let f = try Fixture(documents: 120, centroidCount: 16, queries: 3)
+        let settings = [SearchParameters(nprobe: 3, rerankDepth: 0), SearchParameters(nprobe: 4, rerankDepth: 20),
+                        SearchParameters(nprobe: 2, rerankDepth: 0, normalizeScores: true)]
+        for q in f.queries {
+            for p in settings {
+                let one = try MaxSimSearcher.search(query: q, in: f.index, k: 15, parameters: p, threads: 1)
+                #expect(one.count == 15)
+                for t in [2, 3, 5] {
+                    #expect(try MaxSimSearcher.search(query: q, in: f.index, k: 15, parameters: p, threads: t) == one)
+                }
+            }
+            let ex1 = try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 15, threads: 1)
+            for t in [2, 3] {
+                #expect(try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 15, threads: t) == ex1)
+            }
+        }
+        let p = SearchParameters(nprobe: 3, rerankDepth: 10)
+        let batch1 = try MaxSimSearcher.searchBatch(queries: f.queries, in: f.index, k: 10, parameters: p, threads: 1).results
+        let batch2 = try MaxSimSearcher.searchBatch(queries: f.queries, in: f.index, k: 10, parameters: p, threads: 2).results
+        #expect(batch1 == batch2)
+        for (i, q) in f.queries.enumerated() {
+            #expect(batch1[i] == (try MaxSimSearcher.search(query: q, in: f.index, k: 10, parameters: p)))
+        }
+        let exBatch = try MaxSimSearcher.exhaustiveBatch(queries: f.queries, in: f.index, k: 10, threads: 2)
+        for (i, q) in f.queries.enumerated() {
+            #expect(sameResults(exBatch[i], try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 10), tolerance: 1e-5))
+        }
+    }
+
+    @Test func filterRestrictsResultsToAllowedDocuments() throws {
+        let f = try Fixture()
+        let allowedIds: [UInt32] = [1, 4, 5, 9, 22, 39, 500]
+        let filter = DocumentFilter(allowing: allowedIds)
+        #expect(filter.count == 7 && filter.contains(22) && !filter.contains(23) && filter.ids == allowedIds)
+        let allowedSet = Set(allowedIds)
+        for q in f.queries {
+            let ex = try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 100, allowed: filter, threads: 2)
+            #expect(sameResults(ex, try f.bruteForce(q, normalize: true, allowed: allowedSet)))
+            #expect(ex.count == 6)
+            let all = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 0, normalizeScores: false)
+            let pr = try MaxSimSearcher.search(query: q, in: f.index, k: 100, parameters: all, allowed: filter, threads: 2)
+            #expect(sameResults(pr, try f.bruteForce(q, normalize: false, allowed: allowedSet)))
+            let partial = try MaxSimSearcher.search(query: q, in: f.index, k: 3,
+                                                    parameters: SearchParameters(nprobe: 2, rerankDepth: 5), allowed: filter)
+            #expect(partial.allSatisfy { allowedSet.contains($0.docId) })
+        }
+        let empty = DocumentFilter(allowing: [UInt32]())
+        #expect(try MaxSimSearcher.search(query: f.queries[0], in: f.index, k: 5, allowed: empty).isEmpty)
+        #expect(try MaxSimSearcher.exhaustive(query: f.queries[0], in: f.index, k: 5, allowed: empty).isEmpty)
+    }
+
+    @Test func documentIdsWithGapsAreReturned() throws {
+        let ids: [UInt32] = (0..<30).map { UInt32($0 * 3 + 7) }
+        let f = try Fixture(documents: 30, ids: ids)
+        #expect(f.index.documentIdBound == 95)
+        for q in f.queries {
+            let ex = try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 30, threads: 3)
+            #expect(Set(ex.map(\.docId)) == Set(ids))
+            let p = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 30)
+            #expect(try MaxSimSearcher.search(query: q, in: f.index, k: 30, parameters: p, threads: 2) == ex)
+        }
+    }
+
+    @Test func edgeCasesReturnEmptyOrEverything() throws {
+        let f = try Fixture(documents: 5)
+        let q = f.queries[0]
+        #expect(try MaxSimSearcher.search(query: q, in: f.index, k: 0).isEmpty)
+        #expect(try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 0).isEmpty)
+        // k beyond the corpus: every document once.
+        let ex = try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 50)
+        #expect(ex.count == 5 && Set(ex.map(\.docId)).count == 5)
+        let pr = try MaxSimSearcher.search(query: q, in: f.index, k: 50,
+                                           parameters: SearchParameters(nprobe: 8, rerankDepth: 10))
+        #expect(pr == ex)
+        // Empty index.
+        let empty = try InMemoryIndex(vectors: [], documentLengths: [], centroids: f.centroids, codec: f.index.codec)
+        #expect(empty.documentCount == 0)
+        #expect(try MaxSimSearcher.search(query: q, in: empty, k: 10).isEmpty)
+        #expect(try MaxSimSearcher.exhaustive(query: q, in: empty, k: 10, threads: 2).isEmpty)
+        // A query without tokens.
+        #expect(try MaxSimSearcher.search(query: UnsafeBufferPointer(start: nil, count: 0), queryTokens: 0, in: f.index, k: 3).isEmpty)
+    }
+
+    @Test func badInputIsRejected() throws {
+        let f = try Fixture(documents: 5)
+        let q = f.queries[0]
+        let wrongDim = TokenEmbeddings(tokenIds: [0], vectors: [Float](repeating: 0.1, count: 8), dim: 8)
+        #expect(throws: SearchError.dimensionMismatch(query: 8, index: 16)) {
+            try MaxSimSearcher.search(query: wrongDim, in: f.index, k: 3)
+        }
+        var nan = q.vectors
+        nan[3] = .nan
+        #expect(throws: SearchError.nonFiniteQuery) {
+            try MaxSimSearcher.search(query: TokenEmbeddings(tokenIds: q.tokenIds, vectors: nan, dim: 16), in: f.index, k: 3)
+        }
+        #expect(throws: SearchError.self) {
+            try MaxSimSearcher.search(query: q, in: f.index, k: 3, parameters: SearchParameters(nprobe: 0))
+        }
+        #expect(throws: SearchError.self) {
+            try MaxSimSearcher.search(query: q, in: f.index, k: -1)
+        }
+        #expect(throws: SearchError.queryShape(values: 80, tokens: 4, dim: 16)) {
+            try q.vectors.withUnsafeBufferPointer {
+                try MaxSimSearcher.search(query: $0, queryTokens: 4, in: f.index, k: 3)
+            }
+        }
+    }
+
+    @Test func timingsCoverEveryStage() throws {
+        let f = try Fixture()
+        let (r, t) = try MaxSimSearcher.searchWithTimings(query: f.queries[0], in: f.index, k: 5,
+                                                          parameters: SearchParameters(nprobe: 2, rerankDepth: 8))
+        #expect(r.count == 5)
+        #expect(t.total > 0 && t.rerank > 0 && t.scoredTokens > 0 && t.candidates >= 5)
+        #expect(t.total >= t.centroidScores + t.selection + t.scoring)
+    }
+}
+
+@Suite struct KernelTests {
+    @Test(arguments: [(1, 16), (2, 16), (4, 16), (2, 128), (1, 128)])
+    func lookupTablesMatchTheCodecsTables(nbits: Int, dim: Int) throws {
+        var g = SplitMix64(seed: 5)
+        var q = (0..<dim).map { _ in Float(g.nextGaussian()) }
+        VectorMath.normalizeRows(&q, dim: dim)
+        let residuals = (0..<(dim * 50)).map { _ in Float(g.nextGaussian()) * 0.1 }
+        let codec = try ResidualCodec.train(dim: dim, nbits: nbits, residuals: residuals)
+        var mine = [Float](repeating: 0, count: codec.lookupTableSize)
+        var theirs = mine
+        codec.fillLookupTable(query: q, table: &theirs)
+        LookupTables.fill(codec: codec, query: q, table: &mine)
+        #expect(zip(mine, theirs).allSatisfy { abs($0 - $1) < 1e-5 })
+        // The table sum equals the residual dot product of a random code.
+        let code = (0..<codec.bytesPerVector).map { _ in UInt8(truncatingIfNeeded: g.next()) }
+        var decoded = [Float](repeating: 0, count: dim)
+        let zero = [Float](repeating: 0, count: dim)
+        code.withUnsafeBytes { codec.decode(codes: $0.baseAddress!, centroid: zero, into: &decoded, normalize: false) }
+        var want: Float = 0
+        for d in 0..<dim { want += q[d] * decoded[d] }
+        let got = mine.withUnsafeBufferPointer { t in
+            code.withUnsafeBytes { LookupTables.sum(t.baseAddress!, $0.baseAddress!, bytes: codec.bytesPerVector) }
+        }
+        #expect(abs(got - want) < 1e-4)
+    }
+
+    @Test func topKKeepsTheBestAndBreaksTiesByIdAscending() {
+        var top = TopK(capacity: 3)
+        let items: [(UInt32, Float)] = [(9, 1), (3, 2), (7, 2), (1, 0.5), (2, 2), (5, 3), (4, 2)]
+        for (id, s) in items { top.insert(ScoredDocument(docId: id, score: s)) }
+        #expect(top.sorted() == [ScoredDocument(docId: 5, score: 3), ScoredDocument(docId: 2, score: 2),
+                                 ScoredDocument(docId: 3, score: 2)])
+        var none = TopK(capacity: 0)
+        none.insert(ScoredDocument(docId: 1, score: 1))
+        #expect(none.sorted().isEmpty)
+    }
+}

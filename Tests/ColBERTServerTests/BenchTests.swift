@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+@testable import ColBERTServer
+
+private func corpusDocuments(_ n: Int) -> JSONValue {
+    let words = ["protein", "cell", "gene", "virus", "immune", "cancer", "brain", "sleep", "bone", "lung",
+                 "insulin", "bacteria", "memory", "heart", "blood", "drug", "trial", "mouse", "human", "dose"]
+    var rng = SystemRandomNumberGenerator()
+    return .array((0..<n).map { i in
+        let text = (0..<12).map { _ in words[Int.random(in: 0..<words.count, using: &rng)] }.joined(separator: " ")
+        return .object([("id", .string("doc\(i)")), ("text", .string(text)), ("metadata", ["n": .number(Double(i))])])
+    })
+}
+
+@Suite struct BenchTests {
+    /// The load generator against the fake backend; with COLBERT_SERVER_BENCH=1 it runs longer
+    /// and prints server overhead (server round trip minus in-process search of the same backend).
+    @Test func serveBenchmarkMeasuresTheServer() async throws {
+        let long = ProcessInfo.processInfo.environment["COLBERT_SERVER_BENCH"] == "1"
+        let total = long ? 5000 : 300
+        let backend = FakeBackend()
+        try await withServer(backend: backend, configure: { $0.threads = 2 }) { _, path, backend in
+            let c = try await ServerClient.connect(socketPath: path)
+            #expect(try await c.send(["op": "add", "documents": corpusDocuments(50)])["ok"] == true)
+            await c.close()
+            let queries = ["protein cell", "immune virus", "sleep memory brain", "insulin dose"]
+            for clients in long ? [1, 4, 16] : [4] {
+                let served = try await ServeBenchmark.runSearch(socketPath: path, clients: clients, total: total, queries: queries, k: 10)
+                #expect(served.operations == total)
+                #expect(served.errors == 0, "\(served.firstError ?? "")")
+                #expect(served.percentileMs(50) <= served.percentileMs(99))
+                let encoded = try backend.encode(queries, kind: .query)
+                let local = try await ServeBenchmark.run(clients: clients, total: total) { _ in
+                    { i in _ = try backend.search([encoded[i % encoded.count]], options: SearchOptions(k: 10)) }
+                }
+                #expect(local.operations == total)
+                if long {
+                    print("served   \(clients) clients: \(served.summary)")
+                    print("in-proc  \(clients) clients: \(local.summary)")
+                    print("overhead p50 \(((served.percentileMs(50) - local.percentileMs(50)) * 1000).rounded()) µs per request")
+                }
+            }
+        }
+    }
+
+    /// COLBERT_SERVER_BENCH=1: pure server overhead — ping and search on an empty index, whose
+    /// backend work is a few microseconds — with 1 and 4 clients.
+    @Test func serverOverhead() async throws {
+        guard ProcessInfo.processInfo.environment["COLBERT_SERVER_BENCH"] == "1" else { return }
+        try await withServer(configure: { $0.threads = 2 }) { _, path, backend in
+            for clients in [1, 4] {
+                let ping = try await ServeBenchmark.run(clients: clients, total: 5000) { _ in
+                    let c = try await ServerClient.connect(socketPath: path)
+                    return { _ in _ = try await c.send(["op": "ping"]) }
+                }
+                let search = try await ServeBenchmark.runSearch(socketPath: path, clients: clients, total: 5000, queries: ["a b c"], k: 10)
+                let local = try await ServeBenchmark.run(clients: clients, total: 5000) { _ in
+                    { _ in _ = try backend.search(try backend.encode(["a b c"], kind: .query), options: SearchOptions(k: 10)) }
+                }
+                print("empty index, \(clients) clients: ping \(ping.summary)")
+                print("empty index, \(clients) clients: search \(search.summary)")
+                print("empty index, \(clients) clients: in-process encode+search \(local.summary)")
+            }
+        }
+    }
+
+    /// COLBERT_SERVER_DEMO_SOCKET=/tmp/x.sock keeps a fake-backend server up for
+    /// COLBERT_SERVER_DEMO_SECONDS (default 30) to try `colbert query` and `colbert bench serve`.
+    @Test func demoServer() async throws {
+        guard let path = ProcessInfo.processInfo.environment["COLBERT_SERVER_DEMO_SOCKET"] else { return }
+        let seconds = Double(ProcessInfo.processInfo.environment["COLBERT_SERVER_DEMO_SECONDS"] ?? "") ?? 30
+        var config = ServerConfiguration(socketPath: path)
+        config.threads = 2
+        let server = ColBERTServer(backend: FakeBackend(), configuration: config, logger: quietLogger())
+        try await server.start()
+        let c = try await ServerClient.connect(socketPath: path)
+        _ = try await c.send(["op": "add", "documents": corpusDocuments(200)])
+        await c.close()
+        try await Task.sleep(for: .seconds(seconds))
+        await server.stop()
+    }
+}

@@ -1,0 +1,48 @@
+import Testing
+@testable import ColBERTServer
+
+@Suite struct JSONValueTests {
+    @Test func parsesAndSerialisesRoundTrip() throws {
+        let text = #"{"a":[1,-2.5,1e3,true,false,null],"b":"x\"y\\z\n\u00e9\ud83d\ude00","c":{}}"#
+        let v = try JSONValue.parse(text)
+        #expect(v["a"]?.arrayValue?.count == 6)
+        #expect(v["a"]?.arrayValue?[2].intValue == 1000)
+        #expect(v["b"]?.stringValue == "x\"y\\z\né😀")
+        let again = try JSONValue.parse(v.serialized())
+        #expect(again == v)
+    }
+
+    @Test func keyOrderIsKeptOnOutput() {
+        let v: JSONValue = ["id": 1, "ok": true, "z": "last"]
+        #expect(v.serialized() == #"{"id":1,"ok":true,"z":"last"}"#)
+    }
+
+    @Test func floatsPrintShort() {
+        let v = JSONValue.number(Double(Float(0.1)))
+        #expect(v.serialized() == "0.1")
+        #expect(JSONValue.number(0.1).serialized() == "0.1")
+        #expect(JSONValue.number(3).serialized() == "3")
+    }
+
+    @Test(arguments: [
+        "", "{", "[1,]", "{\"a\" 1}", "tru", "01", "1.", "-", "\"abc", "[1] x", "{'a':1}",
+        "\"\\x\"", "\"\\ud800\"", "\"a\u{01}b\"", "NaN", "1e999",
+    ])
+    func rejectsMalformed(_ text: String) {
+        #expect(throws: JSONParseError.self) { try JSONValue.parse(text) }
+    }
+
+    @Test func rejectsInvalidUTF8AndNUL() {
+        #expect(throws: JSONParseError.self) { try JSONValue.parse([0x22, 0xC3, 0x28, 0x22]) }
+        #expect(throws: JSONParseError.self) { try JSONValue.parse([0x22, 0xFF, 0x22]) }
+        #expect(throws: JSONParseError.self) { try JSONValue.parse([0x22, 0x61, 0x00, 0x22]) }
+        #expect(throws: JSONParseError.self) { try JSONValue.parse([0x7B, 0x7D, 0x00]) }
+    }
+
+    @Test func deepNestingIsAnErrorNotACrash() throws {
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        #expect(throws: JSONParseError.self) { try JSONValue.parse(deep) }
+        let ok = String(repeating: "[", count: 60) + String(repeating: "]", count: 60)
+        _ = try JSONValue.parse(ok)
+    }
+}
