@@ -5,7 +5,7 @@ public struct ColBERTCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "colbert",
         abstract: "A local ColBERT late-interaction retrieval server.",
-        subcommands: [BenchCommand.self, QueryCommand.self]
+        subcommands: [EncodeCommand.self, BenchCommand.self, QueryCommand.self]
     )
     public init() {}
 }
@@ -15,6 +15,6 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: encoder throughput and latency, search latency, server overhead.",
-        subcommands: [BenchServeCommand.self]
+        subcommands: [BenchEncodeCommand.self, BenchServeCommand.self]
     )
 }
