@@ -5,7 +5,8 @@ public struct ColBERTCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "colbert",
         abstract: "A local ColBERT late-interaction retrieval server.",
-        subcommands: [IndexCommand.self, SearchCommand.self, EvalCommand.self, ServeCommand.self, QueryCommand.self, BenchCommand.self]
+        subcommands: [EncodeCommand.self, IndexCommand.self, SearchCommand.self, EvalCommand.self, ServeCommand.self,
+                      QueryCommand.self, BenchCommand.self]
     )
     public init() {}
 }
@@ -15,6 +16,6 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: encoder throughput and latency, search latency, server overhead.",
-        subcommands: [BenchSearchCommand.self, BenchSynthCommand.self, BenchServeCommand.self]
+        subcommands: [BenchEncodeCommand.self, BenchSearchCommand.self, BenchSynthCommand.self, BenchServeCommand.self]
     )
 }

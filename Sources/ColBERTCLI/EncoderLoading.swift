@@ -1,4 +1,5 @@
 import ColBERTCore
+import ColBERTModel
 import Foundation
 
 /// Errors the CLI reports with a message and a non-zero exit.
@@ -8,7 +9,16 @@ public struct CLIError: Error, CustomStringConvertible {
 }
 
 /// Loads the token encoder of a PyLate checkpoint directory.
-/// (Wired to ColBERTModel's `ColBERTEncoder` when that module lands on main.)
 func loadTokenEncoder(modelDirectory: String) throws -> any TokenEncoder {
-    throw CLIError("the native encoder is not wired into this build yet (model directory: \(modelDirectory))")
+    try loadColBERTEncoder(modelDirectory: modelDirectory)
+}
+
+/// Loads the concrete native encoder; `threadCount` sets OpenBLAS's thread count (default: all cores).
+func loadColBERTEncoder(modelDirectory: String, threadCount: Int? = nil) throws -> ColBERTEncoder {
+    do {
+        return try ColBERTEncoder(checkpointDirectory: URL(fileURLWithPath: modelDirectory),
+                                  threadCount: threadCount ?? ProcessInfo.processInfo.activeProcessorCount)
+    } catch {
+        throw CLIError("cannot load model \(modelDirectory): \(error)")
+    }
 }
