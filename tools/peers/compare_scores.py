@@ -6,7 +6,7 @@
 
 For each query in both: the overlap of our top-k with the reference top-k, and the largest absolute
 score difference over the documents both list. A document of ours outside the reference top-k is
-not counted as a miss when it ties the reference's k-th score within --score-tol (ties may be cut
+not counted as a miss when, by its reference score, it ties the reference's k-th score within --score-tol (ties may be cut
 either way). Exits 1 when a query's overlap is below --min-overlap or a score differs by more than
 --score-tol (defaults fit exact mode: overlap 1.0, scores 1e-3), 2 on unusable input.
 Needs only the Python standard library.
@@ -75,10 +75,9 @@ def main() -> int:
         for d, s in o[:k]:
             if d in rk:
                 hits += 1
-            else:
-                s_ref = ref_scores.get(d, s)
-                if s_ref >= kth - args.score_tol:  # a tie at the cut
-                    hits += 1
+            elif d in ref_scores and ref_scores[d] >= kth - args.score_tol:
+                hits += 1  # ties the reference's k-th score: the cut may fall either way
+            # a document missing from the reference top-100 is a miss
         denom = min(k, len(r))
         ov = hits / denom if denom else 1.0
         overlaps.append(ov)

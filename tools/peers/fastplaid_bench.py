@@ -168,6 +168,9 @@ def main() -> int:
     args = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(args.threads))
+    # The model is a local folder: keep huggingface_hub from probing the network (and retrying) for it.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if args._build_worker:
         return build_worker(args)
 
