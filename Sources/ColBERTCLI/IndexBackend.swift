@@ -94,10 +94,10 @@ struct IndexBackend: RetrievalBackend {
         return DeleteOutcome(deleted: deleted, missing: missing)
     }
 
-    func get(ids: [String], includeText: Bool, includeMetadata: Bool) throws -> [ColBERTServer.StoredDocument?] {
+    func get(ids: [String], includeText: Bool, includeMetadata: Bool) throws -> [ServerStoredDocument?] {
         try index.documents(externalIds: ids).map { doc in
             doc.map { d in
-                ColBERTServer.StoredDocument(id: d.id, text: includeText ? Self.fullText(d) : nil,
+                ServerStoredDocument(id: d.id, text: includeText ? Self.fullText(d) : nil,
                                              metadata: includeMetadata ? Self.metadata(d) : nil)
             }
         }

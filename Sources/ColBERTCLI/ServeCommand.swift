@@ -17,7 +17,8 @@ struct ServeCommand: AsyncParsableCommand {
         let opened = try IndexWithModel.open(index: index, model: model, readOnly: false)
         let backend = IndexBackend(index: opened.index, encoder: opened.encoder)
         let logger = server.logger
-        logger.info("serving \(index) (\(try opened.index.stats().documents) documents, model \(opened.modelDirectory)) on \(server.socket)")
+        let documents = try opened.index.stats().documents
+        logger.info("serving \(index) (\(documents) documents, model \(opened.modelDirectory)) on \(server.socket)")
         do {
             try await runServer(backend: backend, configuration: server.configuration, logger: logger)
         } catch {
