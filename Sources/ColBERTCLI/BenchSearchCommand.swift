@@ -63,6 +63,11 @@ func printSearchReport(_ r: SearchLatencyReport, k: Int, parameters p: SearchPar
         print(String(format: "QPS: %.1f at 1 thread, %.1f at %d threads", r.qpsOneThread, r.qpsAllThreads, r.threads))
         print(String(format: "recall@%d vs exhaustive: %.4f  (nprobe %d, rerank %d; exhaustive %.1f ms/query)",
                      k, r.recallAtK, p.nprobe, p.rerankDepth, r.exhaustiveMsPerQuery))
+        let st = r.stages, n = Double(max(1, r.latency.count))
+        print(String(format: "mean stage ms: centroids %.3f  select %.3f  tables %.3f  scoring %.3f  reduce %.3f  rerank %.3f; %.0f candidates, %.0f tokens scored",
+                     st.centroidScores * 1000 / n, st.selection * 1000 / n, st.lookupTables * 1000 / n,
+                     st.scoring * 1000 / n, st.reduction * 1000 / n, st.rerank * 1000 / n,
+                     Double(st.candidates) / n, Double(st.scoredTokens) / n))
     }
 }
 

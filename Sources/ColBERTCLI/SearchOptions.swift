@@ -59,9 +59,11 @@ func encodeQueries(_ texts: [String], encoder: any TokenEncoder, batchSize: Int 
 /// Latency percentiles in milliseconds from seconds.
 struct LatencySummary: Codable {
     var p50: Double, p95: Double, p99: Double, max: Double, mean: Double
+    var count: Int
 
     init(seconds: [Double]) {
         let s = seconds.sorted()
+        count = s.count
         func pct(_ p: Double) -> Double {
             guard !s.isEmpty else { return 0 }
             // Nearest rank, as HdrHistogram and most latency tools report it.
