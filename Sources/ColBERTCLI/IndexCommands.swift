@@ -285,6 +285,9 @@ struct IndexCompactCommand: ParsableCommand {
     @Option(name: .long, help: "Index directory.") var index: String
 
     func run() throws {
+        guard FileManager.default.fileExists(atPath: index + "/data.mdb") else {
+            throw CLIError("\(IndexError.notAnIndex(index))")
+        }
         do {
             // The chunk merge runs first, with the index object released before the file swap.
             try { try ColBERTIndex.open(at: index).compact() }()
