@@ -9,7 +9,7 @@ struct IndexCommand: ParsableCommand {
         commandName: "index",
         abstract: "Build, change and inspect a compressed token index (one LMDB directory).",
         subcommands: [IndexBuildCommand.self, IndexAddCommand.self, IndexDeleteCommand.self,
-                      IndexStatsCommand.self, IndexVerifyCommand.self, IndexBenchCommand.self]
+                      IndexStatsCommand.self, IndexVerifyCommand.self, IndexCompactCommand.self, IndexBenchCommand.self]
     )
 }
 
@@ -98,6 +98,7 @@ func summarize(_ r: IndexBuildReport, verb: String) {
         s += String(format: "; trained %d centroids on %d tokens of %d documents in %.1f s", r.centroids, t.sampleTokens, t.sampleDocuments, t.seconds)
     }
     print(s)
+    if let note = r.fileCompactionSkipped { printError("note: data.mdb was not compacted: \(note)") }
 }
 
 struct IndexBuildCommand: ParsableCommand {
@@ -243,7 +244,8 @@ struct IndexStatsCommand: ParsableCommand {
             ("centroids", "\(stats.centroids) (\(stats.emptyClusters) empty, \(stats.clusterChunks) chunks)"),
             ("dim / nbits", "\(stats.dim) / \(stats.nbits)"),
             ("file size", String(format: "%.1f MB (%.1f MB in use)", Double(stats.fileSizeBytes) / 1e6, Double(stats.usedBytes) / 1e6)),
-            ("bytes per token", String(format: "%.1f (clusters %.1f, documents %.1f)", stats.bytesPerToken, stats.clusterBytesPerToken, stats.documentBytesPerToken)),
+            ("bytes per token", String(format: "%.1f (clusters %.1f, documents %.1f; format floor %.0f)", stats.bytesPerToken, stats.clusterBytesPerToken, stats.documentBytesPerToken, stats.floorBytesPerToken)),
+            ("free pages", String(format: "%.1f MB (reclaim with `colbert index compact`)", Double(max(0, stats.fileSizeBytes - stats.livePageBytes)) / 1e6)),
             ("model fingerprint", stats.modelFingerprint),
             ("stored text", stats.storesText ? "yes" : "no"),
             ("mean reconstruction error", f(stats.meanReconstructionError)),
@@ -272,6 +274,28 @@ struct IndexVerifyCommand: ParsableCommand {
         for v in violations { print(v) }
         printError("\(violations.count) violation(s) found")
         throw ExitCode(1)
+    }
+}
+
+struct IndexCompactCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compact",
+        abstract: "Merge cluster chunks and rewrite data.mdb without free pages (after add/delete). Needs exclusive use of the index.")
+
+    @Option(name: .long, help: "Index directory.") var index: String
+
+    func run() throws {
+        guard FileManager.default.fileExists(atPath: index + "/data.mdb") else {
+            throw CLIError("\(IndexError.notAnIndex(index))")
+        }
+        do {
+            // The chunk merge runs first, with the index object released before the file swap.
+            try { try ColBERTIndex.open(at: index).compact() }()
+            let r = try ColBERTIndex.compactFile(at: index)
+            print(String(format: "data.mdb: %.1f MB -> %.1f MB", Double(r.bytesBefore) / 1e6, Double(r.bytesAfter) / 1e6))
+        } catch {
+            throw CLIError("\(error)")
+        }
     }
 }
 

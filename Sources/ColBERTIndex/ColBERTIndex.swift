@@ -555,8 +555,18 @@ final class EnvironmentRegistry: @unchecked Sendable {
     private final class Weak { weak var env: LMDBEnvironment?; init(_ e: LMDBEnvironment) { env = e } }
     private var entries: [String: Weak] = [:]
 
+    static func key(_ path: String) -> String {
+        URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL.path
+    }
+
+    /// Whether this process has the environment of `path` open.
+    func isOpen(path: String) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return entries[Self.key(path)]?.env != nil
+    }
+
     func open(path: String, readOnly: Bool, _ make: () throws -> LMDBEnvironment) throws -> LMDBEnvironment {
-        let key = URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL.path
+        let key = Self.key(path)
         lock.lock(); defer { lock.unlock() }
         if let env = entries[key]?.env {
             if readOnly || !env.readOnly { return env }

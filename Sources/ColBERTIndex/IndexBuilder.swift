@@ -23,6 +23,9 @@ public struct IndexBuildOptions: Sendable {
     public var maxMapSize: Int = 1 << 40
     /// Merge cluster chunks at the end so that search reads every cluster in place.
     public var compactAtEnd: Bool = true
+    /// After a complete build, rewrite `data.mdb` without free pages (`ColBERTIndex.compactFile`).
+    /// Skipped, with a note in the report, while another process has the index open.
+    public var compactFileAtEnd: Bool = true
 
     public init() {}
 }
@@ -56,6 +59,10 @@ public struct IndexBuildReport: Sendable {
     public var seconds = 0.0
     /// Time spent inside the encoder.
     public var encodeSeconds = 0.0
+    /// The rewrite of `data.mdb` without free pages at the end of the build, if it ran.
+    public var fileCompaction: IndexFileCompaction?
+    /// Why the file was not compacted (e.g. another process had the index open).
+    public var fileCompactionSkipped: String?
 }
 
 /// Builds an index from a BEIR corpus file, streaming: memory is bounded by the batch (plus the
@@ -81,6 +88,23 @@ public struct IndexBuilder: Sendable {
 
     /// Builds (or resumes building) the index in directory `indexPath` from `corpus`.
     public func build(corpus: String, index indexPath: String) throws -> IndexBuildReport {
+        // Every index object of the build is released when `buildIndex` returns, which the file
+        // compaction needs (it swaps data.mdb while no handle is open).
+        var report = try buildIndex(corpus: corpus, index: indexPath)
+        if options.compactFileAtEnd {
+            let start = Date()
+            do {
+                report.fileCompaction = try ColBERTIndex.compactFile(at: indexPath)
+            } catch let e as IndexError {
+                guard case .inUse = e else { throw e }
+                report.fileCompactionSkipped = "\(e); run `colbert index compact` later"
+            }
+            report.seconds += Date().timeIntervalSince(start)
+        }
+        return report
+    }
+
+    private func buildIndex(corpus: String, index indexPath: String) throws -> IndexBuildReport {
         try validate()
         let start = Date()
         let identity = try CorpusParser.identity(path: corpus)

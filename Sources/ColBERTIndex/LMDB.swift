@@ -205,6 +205,64 @@ final class LMDBEnvironment: @unchecked Sendable {
     }
 
     func sync() throws { try LMDBError.check(mdb_env_sync(env, 1), "mdb_env_sync") }
+
+    /// Id of the last committed write transaction (changes with every commit).
+    var lastTransactionId: Int {
+        var info = MDB_envinfo()
+        mdb_env_info(env, &info)
+        return Int(info.me_last_txnid)
+    }
+
+    /// Writes a compacted copy of the current snapshot (live pages only, renumbered; free pages
+    /// dropped) to the new file `file` and fsyncs it. On failure the partial file is removed.
+    func copyCompacted(toFile file: String) throws {
+        let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw LMDBError(code: errno, operation: "creating \(file)") }
+        var ok = false
+        defer {
+            close(fd)
+            if !ok { unlink(file) }
+        }
+        try LMDBError.check(mdb_env_copyfd2(env, fd, UInt32(MDB_CP_COMPACT)), "writing a compacted copy to \(file)")
+        guard fsync(fd) == 0 else { throw LMDBError(code: errno, operation: "fsync of \(file)") }
+        ok = true
+    }
+}
+
+/// File-level helpers for replacing an environment's data file while no one uses it.
+enum LMDBFiles {
+    /// Whether a process other than this one has the environment whose lock file is open as
+    /// `lockFD` attached: every process with the environment open holds LMDB's shared fcntl lock
+    /// on byte 0 of `lock.mdb`, which conflicts with the exclusive lock probed here. The probe
+    /// acquires nothing. Keep `lockFD` open while this process has the environment open
+    /// (closing any descriptor of the file drops all of this process's fcntl locks on it).
+    static func otherProcessAttached(lockFD: Int32) throws -> Bool {
+        var probe = flock()
+        probe.l_type = Int16(F_WRLCK)
+        probe.l_whence = Int16(SEEK_SET)
+        probe.l_start = 0
+        probe.l_len = 1
+        guard fcntl(lockFD, F_GETLK, &probe) == 0 else { throw LMDBError(code: errno, operation: "probing the index lock file") }
+        return probe.l_type != Int16(F_UNLCK)
+    }
+
+    static func openLockFile(_ file: String) throws -> Int32 {
+        let fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw LMDBError(code: errno, operation: "opening \(file)") }
+        return fd
+    }
+
+    static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+
+    /// Atomically replaces `target` by `source` (same directory) and makes the rename durable.
+    static func replace(_ target: String, with source: String) throws {
+        guard rename(source, target) == 0 else { throw LMDBError(code: errno, operation: "renaming \(source) to \(target)") }
+        let dir = (target as NSString).deletingLastPathComponent
+        let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dfd >= 0 else { throw LMDBError(code: errno, operation: "opening \(dir) to sync it") }
+        defer { close(dfd) }
+        guard fsync(dfd) == 0 else { throw LMDBError(code: errno, operation: "fsync of \(dir)") }
+    }
 }
 
 /// Storage statistics of one named database.

@@ -16,6 +16,7 @@ public enum IndexError: Error, CustomStringConvertible, Equatable {
     case alreadyExists(String)
     case encoderFailed(String)
     case readOnly
+    case inUse(String)
 
     public var description: String {
         switch self {
@@ -33,6 +34,7 @@ public enum IndexError: Error, CustomStringConvertible, Equatable {
         case .alreadyExists(let m): return m
         case .encoderFailed(let m): return "encoder failed: \(m)"
         case .readOnly: return "the index was opened read-only"
+        case .inUse(let m): return m
         }
     }
 }

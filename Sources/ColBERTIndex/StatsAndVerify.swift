@@ -38,6 +38,12 @@ public struct IndexStats: Codable, Sendable, Equatable {
     public var hint: String?
     public var buildComplete: Bool
     public var mapSizeBytes: Int
+    /// Bytes in the pages of all databases (branch, leaf, overflow); `file_size_bytes` minus this
+    /// is free pages and LMDB's own metadata, which `colbert index compact` reclaims.
+    public var livePageBytes: Int = 0
+    /// Least bytes per token of this format: both the cluster-major and the document-major record
+    /// hold every token's packed code plus a 4-byte id, 2 × (bytes per code + 4).
+    public var floorBytesPerToken: Double = 0
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version", documents, tokens, centroids, dim, nbits
@@ -50,6 +56,7 @@ public struct IndexStats: Codable, Sendable, Equatable {
         case buildMeanResidualNorm = "build_mean_residual_norm"
         case addedMeanResidualNorm = "added_mean_residual_norm", addedTokens = "added_tokens"
         case drift, hint, buildComplete = "build_complete", mapSizeBytes = "map_size_bytes"
+        case livePageBytes = "live_page_bytes", floorBytesPerToken = "floor_bytes_per_token"
     }
 }
 
@@ -100,7 +107,9 @@ extension ColBERTIndex {
             if let drift, drift > Self.driftHintRatio {
                 hint = String(format: "added documents lie %.0f%% farther from the centroids than the built ones; rebuild the index to retrain them", (drift - 1) * 100)
             }
-            return IndexStats(
+            var livePages = 0
+            for name in Schema.databases { livePages += try txn.stat(env.database(name)).pages }
+            var stats = IndexStats(
                 formatVersion: config.formatVersion, documents: c.documents, tokens: c.tokens,
                 centroids: centroidCount, dim: dim, nbits: nbits, modelFingerprint: modelFingerprint,
                 storesText: storesText, fileSizeBytes: fileSize, usedBytes: usage.usedBytes,
@@ -112,6 +121,9 @@ extension ColBERTIndex {
                 trainingMeanResidualNorm: training?.meanResidualNorm,
                 buildMeanResidualNorm: buildMean, addedMeanResidualNorm: addedMean, addedTokens: c.addedTokens,
                 drift: drift, hint: hint, buildComplete: complete, mapSizeBytes: env.mapSize)
+            stats.livePageBytes = livePages * usage.pageSize
+            stats.floorBytesPerToken = Double(2 * (codec.bytesPerVector + 4))
+            return stats
         }
     }
 
