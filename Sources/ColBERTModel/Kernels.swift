@@ -53,6 +53,16 @@ enum Kernels {
         }
     }
 
+    /// GELU in place over `count` contiguous values.
+    static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for j in 0..<count { x[j] = gelu(x[j]) }
+    }
+
+    /// Copies `bias` into each row (the starting value of a GEMM run with beta = 1).
+    static func fillRows(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, with bias: UnsafePointer<Float>) {
+        for r in 0..<rows { (x + r * width).update(from: bias, count: width) }
+    }
+
     /// Adds `bias` to each row in place.
     static func addBias(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, bias: UnsafePointer<Float>) {
         for r in 0..<rows {
