@@ -28,7 +28,7 @@ final class Workspace {
     private(set) var qkv = Buffer()      // [T, 3H]
     private(set) var context = Buffer()  // [T, H]
     private(set) var intermediate = Buffer() // [T, I]; also the Dense ping-pong buffers
-    private(set) var scores = Buffer()   // [n, n] for the longest sequence
+    private(set) var scores = Buffer()   // [workers, n, n] for the longest sequence
     private(set) var output = Buffer()   // [T, max dense width]
 
     struct Buffer {
@@ -46,12 +46,12 @@ final class Workspace {
         func free() { pointer?.deallocate() }
     }
 
-    func prepare(tokens t: Int, maxLength n: Int, config c: BertConfig, denseWidth: Int)
+    func prepare(tokens t: Int, maxLength n: Int, config c: BertConfig, denseWidth: Int, workers: Int)
         -> (hidden: UnsafeMutablePointer<Float>, qkv: UnsafeMutablePointer<Float>, context: UnsafeMutablePointer<Float>,
             intermediate: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>) {
         let wide = max(c.intermediateSize, denseWidth, c.hiddenSize)
         return (hidden.reserve(t * c.hiddenSize), qkv.reserve(t * 3 * c.hiddenSize), context.reserve(t * max(c.hiddenSize, denseWidth)),
-                intermediate.reserve(t * wide), scores.reserve(n * n), output.reserve(t * max(denseWidth, 1)))
+                intermediate.reserve(t * wide), scores.reserve(n * n * max(1, workers)), output.reserve(t * max(denseWidth, 1)))
     }
 
     deinit {
@@ -59,24 +59,12 @@ final class Workspace {
     }
 }
 
-/// A row range split of one buffer, handed to worker threads (each touches only its own rows).
-struct RowSplit: @unchecked Sendable {
-    let base: UnsafeMutablePointer<Float>
-    let bias: UnsafePointer<Float>
-    let rows: Int, width: Int, parts: Int
-
-    func gelu(part: Int) {
-        let r0 = rows * part / parts, r1 = rows * (part + 1) / parts
-        Kernels.biasGELU(base + r0 * width, rows: r1 - r0, width: width, bias: bias)
-    }
-}
-
-let parallelism = max(1, ProcessInfo.processInfo.activeProcessorCount)
-
 /// BERT encoder plus the ColBERT projection head, run in F32 over packed batches.
 struct BertModel: Sendable {
     let weights: BertWeights
     let dense: [DenseWeights]
+    /// Worker threads of one forward pass (BLAS itself is expected to run single-threaded).
+    var split = WorkSplit(workers: 1)
 
     var config: BertConfig { weights.config }
     var outputDim: Int { dense.last?.outFeatures ?? weights.config.hiddenSize }
@@ -104,7 +92,7 @@ struct BertModel: Sendable {
         for s in 0..<batch.sequenceCount { maxLen = max(maxLen, batch.offsets[s + 1] - batch.offsets[s]) }
         guard maxLen <= c.maxPositions else { throw ForwardError.sequenceTooLong(maxLen, max: c.maxPositions) }
         for id in batch.ids where id < 0 || Int(id) >= c.vocabSize { throw ForwardError.tokenOutOfRange(id, vocab: c.vocabSize) }
-        let buf = ws.prepare(tokens: max(t, 1), maxLength: max(maxLen, 1), config: c, denseWidth: maxDenseWidth)
+        let buf = ws.prepare(tokens: max(t, 1), maxLength: max(maxLen, 1), config: c, denseWidth: maxDenseWidth, workers: split.workers)
         let x = buf.hidden
 
         // Embeddings: word + position + token type 0, then LayerNorm.
@@ -131,7 +119,7 @@ struct BertModel: Sendable {
         }
 
         for layer in weights.layers {
-            runLayer(layer, batch: batch, x: x, buf: buf)
+            runLayer(layer, batch: batch, x: x, buf: buf, maxLength: max(maxLen, 1))
         }
 
         // Gather kept rows, project through the Dense chain, normalise.
@@ -144,8 +132,8 @@ struct BertModel: Sendable {
         for (n, d) in dense.enumerated() {
             let dst = n == dense.count - 1 ? buf.output : (src == buf.context ? buf.intermediate : buf.context)
             d.weight.withUnsafeBufferPointer { w in
-                BLAS.sgemm(transB: true, m: k, n: d.outFeatures, k: width, a: src, lda: width,
-                           b: w.baseAddress!, ldb: width, c: dst, ldc: d.outFeatures)
+                split.linear(m: k, n: d.outFeatures, k: width, a: src, lda: width, w: w.baseAddress!, ldw: width,
+                             c: dst, ldc: d.outFeatures)
             }
             if let bias = d.bias {
                 bias.withUnsafeBufferPointer { Kernels.addBias(dst, rows: k, width: d.outFeatures, bias: $0.baseAddress!) }
@@ -161,7 +149,8 @@ struct BertModel: Sendable {
     private func runLayer(
         _ l: BertLayerWeights, batch: PackedBatch, x: UnsafeMutablePointer<Float>,
         buf: (hidden: UnsafeMutablePointer<Float>, qkv: UnsafeMutablePointer<Float>, context: UnsafeMutablePointer<Float>,
-              intermediate: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>)
+              intermediate: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>),
+        maxLength: Int
     ) {
         let c = config
         let t = batch.tokenCount
@@ -169,68 +158,80 @@ struct BertModel: Sendable {
         let heads = c.headCount, dh = c.headDim
         let h3 = 3 * h
         let scale = 1 / Float(dh).squareRoot()
+        let split = self.split
+        let eps = c.layerNormEps
 
-        // Q, K, V for every token in one GEMM.
-        l.qkvWeight.withUnsafeBufferPointer { w in
-            BLAS.sgemm(transB: true, m: t, n: h3, k: h, a: x, lda: h, b: w.baseAddress!, ldb: h, c: buf.qkv, ldc: h3)
+        // Q, K, V for every token in one GEMM; the bias is pre-filled so BLAS accumulates onto it.
+        l.qkvBias.withUnsafeBufferPointer { b in
+            let qkv = SendableMutablePointer(buf.qkv), bias = SendablePointer(b.baseAddress!)
+            split.rows(t, minRows: 64) { r0, r1 in Kernels.fillRows(qkv.p + r0 * h3, rows: r1 - r0, width: h3, with: bias.p) }
         }
-        l.qkvBias.withUnsafeBufferPointer { Kernels.addBias(buf.qkv, rows: t, width: h3, bias: $0.baseAddress!) }
+        l.qkvWeight.withUnsafeBufferPointer { w in
+            split.linear(m: t, n: h3, k: h, a: x, lda: h, w: w.baseAddress!, ldw: h, beta: 1, c: buf.qkv, ldc: h3)
+        }
 
-        // Attention, per sequence and head.
+        // Attention, per (sequence, head); each worker has its own scores block.
         batch.keyMask.withUnsafeBufferPointer { maskBuf in
-            for s in 0..<batch.sequenceCount {
-                let start = batch.offsets[s]
-                let n = batch.offsets[s + 1] - start
-                let base = buf.qkv + start * h3
-                for hd in 0..<heads {
-                    let q = base + hd * dh
-                    let kk = base + h + hd * dh
-                    let v = base + 2 * h + hd * dh
-                    BLAS.sgemm(transB: true, m: n, n: n, k: dh, alpha: scale, a: q, lda: h3, b: kk, ldb: h3,
-                               c: buf.scores, ldc: n)
-                    Kernels.maskedSoftmax(buf.scores, rows: n, cols: n, keyMask: maskBuf.baseAddress! + start,
-                                          allKeys: batch.allKeys[s])
-                    BLAS.sgemm(m: n, n: dh, k: n, a: buf.scores, lda: n, b: v, ldb: h3,
-                               c: buf.context + start * h + hd * dh, ldc: h)
+            let mask = SendablePointer(maskBuf.baseAddress!)
+            let qkv = SendableMutablePointer(buf.qkv), ctx = SendableMutablePointer(buf.context)
+            let scoresBase = SendableMutablePointer(buf.scores)
+            let items = batch.sequenceCount * heads
+            let parts = items >= 2 && maxLength * maxLength * dh * items >= 1 << 16 ? min(split.workers, items) : 1
+            split.run(parts) { p in
+                let scores = scoresBase.p + p * maxLength * maxLength
+                var item = p
+                while item < items {
+                    let s = item / heads, hd = item % heads
+                    let start = batch.offsets[s]
+                    let n = batch.offsets[s + 1] - start
+                    let base = qkv.p + start * h3
+                    BLAS.sgemm(transB: true, m: n, n: n, k: dh, alpha: scale, a: base + hd * dh, lda: h3,
+                               b: base + h + hd * dh, ldb: h3, c: scores, ldc: n)
+                    Kernels.maskedSoftmax(scores, rows: n, cols: n, keyMask: mask.p + start, allKeys: batch.allKeys[s])
+                    BLAS.sgemm(m: n, n: dh, k: n, a: scores, lda: n, b: base + 2 * h + hd * dh, ldb: h3,
+                               c: ctx.p + start * h + hd * dh, ldc: h)
+                    item += parts
                 }
             }
         }
 
         // Attention output projection, residual, LayerNorm.
         l.attentionOutWeight.withUnsafeBufferPointer { w in
-            BLAS.sgemm(transB: true, m: t, n: h, k: h, a: buf.context, lda: h, b: w.baseAddress!, ldb: h, c: buf.qkv, ldc: h)
+            split.linear(m: t, n: h, k: h, a: buf.context, lda: h, w: w.baseAddress!, ldw: h, c: buf.qkv, ldc: h)
         }
-        l.attentionOutBias.withUnsafeBufferPointer { b in
-            l.attentionNormGamma.withUnsafeBufferPointer { g in
-                l.attentionNormBeta.withUnsafeBufferPointer { be in
-                    Kernels.biasResidualLayerNorm(buf.qkv, bias: b.baseAddress!, residual: x, rows: t, width: h,
-                                                  gamma: g.baseAddress!, beta: be.baseAddress!, eps: c.layerNormEps)
-                }
-            }
-        }
+        residualNorm(buf.qkv, into: x, rows: t, width: h, bias: l.attentionOutBias,
+                     gamma: l.attentionNormGamma, beta: l.attentionNormBeta, eps: eps)
 
         // Feed-forward with exact GELU, residual, LayerNorm.
+        l.intermediateBias.withUnsafeBufferPointer { b in
+            let out = SendableMutablePointer(buf.intermediate), bias = SendablePointer(b.baseAddress!)
+            split.rows(t, minRows: 64) { r0, r1 in Kernels.fillRows(out.p + r0 * inter, rows: r1 - r0, width: inter, with: bias.p) }
+        }
         l.intermediateWeight.withUnsafeBufferPointer { w in
-            BLAS.sgemm(transB: true, m: t, n: inter, k: h, a: x, lda: h, b: w.baseAddress!, ldb: h, c: buf.intermediate, ldc: inter)
+            split.linear(m: t, n: inter, k: h, a: x, lda: h, w: w.baseAddress!, ldw: h, beta: 1, c: buf.intermediate, ldc: inter)
         }
-        l.intermediateBias.withUnsafeBufferPointer { bias in
-            // GELU is the largest element-wise cost; split big batches across cores (BLAS is idle here).
-            let workers = t >= 256 ? min(parallelism, t / 128) : 1
-            let rows = RowSplit(base: buf.intermediate, bias: bias.baseAddress!, rows: t, width: inter, parts: workers)
-            if workers > 1 {
-                DispatchQueue.concurrentPerform(iterations: workers) { rows.gelu(part: $0) }
-            } else {
-                rows.gelu(part: 0)
-            }
-        }
+        let out = SendableMutablePointer(buf.intermediate)
+        split.rows(t, minRows: 16) { r0, r1 in Kernels.gelu(out.p + r0 * inter, count: (r1 - r0) * inter) }
         l.outputWeight.withUnsafeBufferPointer { w in
-            BLAS.sgemm(transB: true, m: t, n: h, k: inter, a: buf.intermediate, lda: inter, b: w.baseAddress!, ldb: inter, c: buf.qkv, ldc: h)
+            split.linear(m: t, n: h, k: inter, a: buf.intermediate, lda: inter, w: w.baseAddress!, ldw: inter, c: buf.qkv, ldc: h)
         }
-        l.outputBias.withUnsafeBufferPointer { b in
-            l.outputNormGamma.withUnsafeBufferPointer { g in
-                l.outputNormBeta.withUnsafeBufferPointer { be in
-                    Kernels.biasResidualLayerNorm(buf.qkv, bias: b.baseAddress!, residual: x, rows: t, width: h,
-                                                  gamma: g.baseAddress!, beta: be.baseAddress!, eps: c.layerNormEps)
+        residualNorm(buf.qkv, into: x, rows: t, width: h, bias: l.outputBias,
+                     gamma: l.outputNormGamma, beta: l.outputNormBeta, eps: eps)
+    }
+
+    /// residual ← LayerNorm(src + bias + residual), rows split across workers.
+    private func residualNorm(_ src: UnsafeMutablePointer<Float>, into residual: UnsafeMutablePointer<Float>, rows t: Int, width h: Int,
+                              bias: [Float], gamma: [Float], beta: [Float], eps: Float) {
+        let split = self.split
+        bias.withUnsafeBufferPointer { b in
+            gamma.withUnsafeBufferPointer { g in
+                beta.withUnsafeBufferPointer { be in
+                    let s = SendablePointer(src), r = SendableMutablePointer(residual)
+                    let b = SendablePointer(b.baseAddress!), g = SendablePointer(g.baseAddress!), be = SendablePointer(be.baseAddress!)
+                    split.rows(t, minRows: 16) { r0, r1 in
+                        Kernels.biasResidualLayerNorm(s.p + r0 * h, bias: b.p, residual: r.p + r0 * h, rows: r1 - r0, width: h,
+                                                      gamma: g.p, beta: be.p, eps: eps)
+                    }
                 }
             }
         }

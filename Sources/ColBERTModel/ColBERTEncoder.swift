@@ -88,7 +88,9 @@ public final class ColBERTEncoder: TokenEncoder, @unchecked Sendable {
     private var pool: [Workspace] = []
 
     /// Loads a checkpoint directory with the given tokenizer (normally the checkpoint's own).
-    /// `threadCount` sets OpenBLAS's (process-wide) thread count; nil leaves it unchanged.
+    /// `threadCount` is the number of threads one forward pass uses; when given, OpenBLAS's
+    /// (process-wide) thread count is set to 1, since the encoder splits the work itself. nil runs
+    /// the forward pass on the calling thread with OpenBLAS's threads unchanged.
     public init(checkpointDirectory: URL, tokenizer: any ColBERTTokenizing, tokenizerFileURL: URL? = nil,
                 threadCount: Int? = nil) throws {
         let layout = try CheckpointLayout.locate(checkpointDirectory)
@@ -112,7 +114,13 @@ public final class ColBERTEncoder: TokenEncoder, @unchecked Sendable {
         let settings = try Self.resolve(layout.settings, tokenizer: tokenizer, config: layout.bert)
         self.settings = settings
         self.bertConfig = layout.bert
-        self.model = BertModel(weights: bert, dense: dense)
+        var model = BertModel(weights: bert, dense: dense)
+        if let threadCount {
+            // The forward pass threads its own work; OpenBLAS runs each call on one thread.
+            model.split = WorkSplit(workers: max(1, threadCount))
+            BLAS.setThreadCount(1)
+        }
+        self.model = model
         self.dim = model.outputDim
         self.tokenizer = tokenizer
         self.skiplist = Set(settings.skiplistIds)
@@ -125,7 +133,6 @@ public final class ColBERTEncoder: TokenEncoder, @unchecked Sendable {
         let tokURL = tokenizerFileURL ?? layout.tokenizerURL
         if let data = try? Data(contentsOf: tokURL, options: .alwaysMapped) { hasher.update(data) }
         self.fingerprint = hasher.finalizeHex()
-        if let threadCount { BLAS.setThreadCount(threadCount) }
     }
 
     static func resolve(_ raw: RawSettings, tokenizer: any ColBERTTokenizing, config: BertConfig) throws -> ColBERTSettings {

@@ -53,6 +53,16 @@ enum Kernels {
         }
     }
 
+    /// GELU in place over `count` contiguous values.
+    static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for j in 0..<count { x[j] = gelu(x[j]) }
+    }
+
+    /// Copies `bias` into each row (the starting value of a GEMM run with beta = 1).
+    static func fillRows(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, with bias: UnsafePointer<Float>) {
+        for r in 0..<rows { (x + r * width).update(from: bias, count: width) }
+    }
+
     /// Adds `bias` to each row in place.
     static func addBias(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, bias: UnsafePointer<Float>) {
         for r in 0..<rows {
@@ -68,6 +78,33 @@ enum Kernels {
         while j + 4 <= n { s0 += p[j]; s1 += p[j + 1]; s2 += p[j + 2]; s3 += p[j + 3]; j += 4 }
         while j < n { s0 += p[j]; j += 1 }
         return (s0 + s1) + (s2 + s3)
+    }
+
+    /// Largest value; `a > b ? a : b` with four partial maxima so the loop compiles to packed max
+    /// instructions (Swift.max's NaN handling keeps it scalar).
+    @inline(__always)
+    static func maximum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+        var m0 = -Float.infinity, m1 = m0, m2 = m0, m3 = m0
+        var j = 0
+        while j + 4 <= n {
+            m0 = p[j] > m0 ? p[j] : m0; m1 = p[j + 1] > m1 ? p[j + 1] : m1
+            m2 = p[j + 2] > m2 ? p[j + 2] : m2; m3 = p[j + 3] > m3 ? p[j + 3] : m3
+            j += 4
+        }
+        while j < n { m0 = p[j] > m0 ? p[j] : m0; j += 1 }
+        m0 = m1 > m0 ? m1 : m0; m2 = m3 > m2 ? m3 : m2
+        return m2 > m0 ? m2 : m0
+    }
+
+    /// Largest value among the columns whose mask is non-zero.
+    @inline(__always)
+    static func maskedMaximum(_ p: UnsafePointer<Float>, _ n: Int, _ mask: UnsafePointer<Float>) -> Float {
+        var m = -Float.infinity
+        for j in 0..<n {
+            let v = mask[j] != 0 ? p[j] : -Float.infinity
+            m = v > m ? v : m
+        }
+        return m
     }
 
     /// residual ← LayerNorm(x + bias + residual) per row, with torch's biased variance.
@@ -112,12 +149,10 @@ enum Kernels {
                               keyMask: UnsafePointer<Float>, allKeys: Bool) {
         for r in 0..<rows {
             let row = s + r * cols
-            var mx = -Float.infinity
+            let mx = allKeys ? maximum(row, cols) : maskedMaximum(row, cols, keyMask)
             if allKeys {
-                for j in 0..<cols { mx = Swift.max(mx, row[j]) }
                 for j in 0..<cols { row[j] = exp(row[j] - mx) }
             } else {
-                for j in 0..<cols where keyMask[j] != 0 { mx = Swift.max(mx, row[j]) }
                 for j in 0..<cols { row[j] = exp(row[j] - mx) * keyMask[j] }
             }
             let inv = 1 / sum(row, cols)

@@ -8,9 +8,10 @@ import Testing
     struct Result { var maxDiff: Float; var maxScoreDiff: Double }
 
     /// Forward pass from the fixtures' input ids; checks embeddings and the MaxSim matrix.
-    func checkForward(checkpoint: URL, outputs: URL) throws -> Result {
+    /// `threads` nil runs the forward pass on the calling thread; 2 exercises the split work.
+    func checkForward(checkpoint: URL, outputs: URL, threads: Int? = nil) throws -> Result {
         let tokURL = checkpoint.appendingPathComponent("tokenizer.json")
-        let encoder = try ColBERTEncoder(checkpointDirectory: checkpoint, tokenizer: try VocabOnlyTokenizer(tokURL))
+        let encoder = try ColBERTEncoder(checkpointDirectory: checkpoint, tokenizer: try VocabOnlyTokenizer(tokURL), threadCount: threads)
         let tokens = try Fixtures.tokens(outputs)
         let reference = try SafeTensorsFile(url: outputs.appendingPathComponent("outputs/embeddings.safetensors"))
         var maxDiff: Float = 0
@@ -41,16 +42,18 @@ import Testing
 
     @Test func tinyForwardMatchesPyLate() throws {
         guard let tiny = Fixtures.reference("tiny-colbert") else { return }
-        let r = try checkForward(checkpoint: tiny, outputs: tiny)
-        print("tiny-colbert: max abs embedding diff \(r.maxDiff), max score diff \(r.maxScoreDiff)")
-        #expect(r.maxDiff <= 1e-4)
-        #expect(r.maxScoreDiff <= 1e-3)
+        for threads in [nil, 2] {
+            let r = try checkForward(checkpoint: tiny, outputs: tiny, threads: threads)
+            print("tiny-colbert (threads \(threads.map(String.init) ?? "-")): max abs embedding diff \(r.maxDiff), max score diff \(r.maxScoreDiff)")
+            #expect(r.maxDiff <= 1e-4)
+            #expect(r.maxScoreDiff <= 1e-3)
+        }
     }
 
     @Test func minilmForwardMatchesPyLate() throws {
         guard let ref = Fixtures.reference("minilm-colbert") else { return }
         guard let model = Fixtures.minilmCheckpoint else { return }
-        let r = try checkForward(checkpoint: model, outputs: ref)
+        let r = try checkForward(checkpoint: model, outputs: ref, threads: 2)
         print("minilm-colbert: max abs embedding diff \(r.maxDiff), max score diff \(r.maxScoreDiff)")
         #expect(r.maxDiff <= 1e-4)
         #expect(r.maxScoreDiff <= 1e-3)

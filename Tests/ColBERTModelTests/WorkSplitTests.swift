@@ -1,0 +1,40 @@
+import ColBERTCore
+import Testing
+@testable import ColBERTModel
+
+/// The split GEMM must equal one BLAS call, on both the row-block and the column-block path.
+@Suite struct WorkSplitTests {
+    func check(m: Int, n: Int, k: Int, beta: Float) {
+        var rng = SplitMix64(seed: UInt64(m * 7919 + n))
+        func random(_ count: Int) -> [Float] { (0..<count).map { _ in Float(rng.next() % 2001) / 1000 - 1 } }
+        let a = random(m * k), w = random(n * k), start = random(m * n)
+        var expected = start, got = start
+        a.withUnsafeBufferPointer { pa in
+            w.withUnsafeBufferPointer { pw in
+                expected.withUnsafeMutableBufferPointer { pc in
+                    BLAS.sgemm(transB: true, m: m, n: n, k: k, a: pa.baseAddress!, lda: k, b: pw.baseAddress!, ldb: k,
+                               beta: beta, c: pc.baseAddress!, ldc: n)
+                }
+                got.withUnsafeMutableBufferPointer { pc in
+                    WorkSplit(workers: 3).linear(m: m, n: n, k: k, a: pa.baseAddress!, lda: k, w: pw.baseAddress!, ldw: k,
+                                                 beta: beta, c: pc.baseAddress!, ldc: n)
+                }
+            }
+        }
+        var maxDiff: Float = 0
+        for (x, y) in zip(expected, got) { maxDiff = max(maxDiff, abs(x - y)) }
+        #expect(maxDiff <= 1e-4, "m \(m) n \(n) k \(k): max diff \(maxDiff)")
+    }
+
+    @Test func rowBlocks() { check(m: 400, n: 50, k: 64, beta: 1) }
+    @Test func columnBlocks() { check(m: 20, n: 150, k: 96, beta: 0) }
+
+    @Test func rowsCoverEveryIndexOnce() {
+        let hits = UnsafeMutablePointer<Float>.allocate(capacity: 101)
+        defer { hits.deallocate() }
+        hits.initialize(repeating: 0, count: 101)
+        let p = SendableMutablePointer(hits)
+        WorkSplit(workers: 3).rows(101, minRows: 8) { r0, r1 in for r in r0..<r1 { p.p[r] += 1 } }
+        #expect((0..<101).allSatisfy { hits[$0] == 1 })
+    }
+}
