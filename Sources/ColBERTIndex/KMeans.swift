@@ -22,6 +22,11 @@ public enum KMeans {
                              iterations: Int, seed: UInt64) -> [Float] {
         precondition(count > 0 && points.count >= count * dim)
         let k = max(1, min(requested, count))
+        // The encoder may have pinned OpenBLAS to one thread (it parallelises itself); the big
+        // assignment GEMMs here want every core. Restore the caller's setting afterwards.
+        let previousThreads = BLAS.threadCount
+        BLAS.setThreadCount(ProcessInfo.processInfo.activeProcessorCount)
+        defer { BLAS.setThreadCount(previousThreads) }
         var rng = SplitMix64(seed: seed)
         // Initialise with k distinct sample points (partial Fisher–Yates over row indices).
         var order = Array(0..<count)

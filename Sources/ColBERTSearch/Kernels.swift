@@ -195,6 +195,24 @@ final class ExactScorer {
         let per = codec.dimsPerByte
         let bytes = codec.bytesPerVector
         let b = code.assumingMemoryBound(to: UInt8.self)
+        if per == 4 {
+            // 2-bit codes: one byte is four dims, so each step is one 4-wide vector add.
+            var acc = SIMD4<Float>(repeating: 0)
+            let raw = UnsafeMutableRawPointer(out)
+            for p in 0..<bytes {
+                let w = UnsafeRawPointer(e + Int(b[p]) * 4).loadUnaligned(as: SIMD4<Float>.self)
+                let cc = UnsafeRawPointer(c + p * 4).loadUnaligned(as: SIMD4<Float>.self)
+                let v = cc + w
+                raw.storeBytes(of: v, toByteOffset: p * 16, as: SIMD4<Float>.self)
+                acc += v * v
+            }
+            let inv = 1 / max(acc.sum().squareRoot(), 1e-12)
+            for p in 0..<bytes {
+                let v = raw.loadUnaligned(fromByteOffset: p * 16, as: SIMD4<Float>.self) * inv
+                raw.storeBytes(of: v, toByteOffset: p * 16, as: SIMD4<Float>.self)
+            }
+            return
+        }
         for p in 0..<bytes {
             let row = e + Int(b[p]) * per
             let base = p * per
