@@ -75,7 +75,7 @@ struct BenchEncodeCommand: ParsableCommand {
             }
         }
         func ms(_ p: Double) -> Double { Double(histogram.valueAtPercentile(p)) / 1e6 }
-        let rssMB = Self.peakRSSKilobytes().map { Double($0) / 1024 }
+        let rssMB = peakRSSBytes().map { Double($0) / 1_048_576 }
 
         let figures: [(String, String)] = [
             ("model", JSONText.string(model)),
@@ -140,14 +140,5 @@ struct BenchEncodeCommand: ParsableCommand {
             out.append(text)
         }
         return out
-    }
-
-    /// VmHWM from /proc/self/status (Linux), in kB.
-    static func peakRSSKilobytes() -> Int? {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
-        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-            return Int(line.dropFirst(6).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "")
-        }
-        return nil
     }
 }

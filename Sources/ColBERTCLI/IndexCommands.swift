@@ -368,17 +368,11 @@ struct IndexBenchCommand: ParsableCommand {
         let builder = IndexBuilder(encoder: encoder, options: options, progress: { printer.report($0) }, onIssue: { printer.issue($0) })
         let report: IndexBuildReport
         do { report = try builder.build(corpus: corpus, index: index) } catch { throw CLIError("\(error)") }
-        var usage = rusage()
-        #if os(Linux)
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        #else
-        getrusage(RUSAGE_SELF, &usage)
-        #endif
         let stats = try ColBERTIndex.open(at: index, readOnly: true).stats()
         print(String(format: "documents %d, tokens %d, centroids %d, nbits %d", stats.documents, stats.tokens, stats.centroids, stats.nbits))
         print(String(format: "build %.1f s total, %.1f s encoding, %.1f s excluding encoding (k-means %.1f s)",
                      report.seconds, report.encodeSeconds, report.seconds - report.encodeSeconds, report.training?.seconds ?? 0))
-        print(String(format: "peak RSS %.0f MB", Double(usage.ru_maxrss) / 1024))
+        print(String(format: "peak RSS %.0f MB", Double(peakRSSBytes() ?? 0) / 1_048_576))
         print(String(format: "file %.1f MB, %.1f bytes/token (clusters %.1f, documents %.1f), used %.1f MB",
                      Double(stats.fileSizeBytes) / 1e6, stats.bytesPerToken, stats.clusterBytesPerToken,
                      stats.documentBytesPerToken, Double(stats.usedBytes) / 1e6))

@@ -88,7 +88,7 @@ func monotonicSeconds() -> Double {
 func peakRSSBytes() -> Int? {
     guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
     for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-        let kb = line.split(separator: " ").compactMap { Int($0) }.first
+        let kb = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int($0) }.first
         return kb.map { $0 * 1024 }
     }
     return nil
