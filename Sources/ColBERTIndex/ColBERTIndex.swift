@@ -179,6 +179,12 @@ public final class ColBERTIndex: @unchecked Sendable {
     public func withSnapshot<R>(_ body: (IndexReadSnapshot) throws -> R) throws -> R {
         try env.withReadTransaction { txn in
             let counters = try readCounters(txn)
+            // LMDB refreshes a named database's root on its first use in a transaction (a write
+            // to the transaction); searches read one snapshot from several threads, so touch
+            // every database here, on one thread, before handing the snapshot out.
+            for db in [clusters, docs, ext2int, int2ext, stored] {
+                _ = try txn.get(db, key: Keys.u32(0))
+            }
             return try body(IndexReadSnapshot(index: self, txn: txn, counters: counters))
         }
     }
