@@ -9,12 +9,17 @@ struct SearchTuningOptions: ParsableArguments {
     @Option(name: .long, help: "Candidates re-scored exactly (0: approximate scores only).") var rerank: Int?
     @Option(name: .long, help: "Skip probed clusters whose centroid score is below this.") var centroidThreshold: Float?
     @Option(name: .long, help: "Worker threads (default: all cores).") var threads: Int?
+    @Option(name: .long, help: "Imputation for query tokens with no probed token of a document: bestUnselected, lastSelected or zero.") var missing: String?
+    @Flag(name: .long, help: "Score probed tokens by their normalised decompressed vectors (slower, exact per token).") var normalizeScores = false
 
     func validate() throws {
         if let nprobe, nprobe < 1 { throw ValidationError("--nprobe must be at least 1") }
         if let rerank, rerank < 0 { throw ValidationError("--rerank must not be negative") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if let centroidThreshold, !centroidThreshold.isFinite { throw ValidationError("--centroid-threshold must be finite") }
+        if let missing, MissingSimilarity(rawValue: missing) == nil {
+            throw ValidationError("--missing must be one of: \(MissingSimilarity.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
     }
 
     func parameters(k: Int) -> SearchParameters {
@@ -22,6 +27,8 @@ struct SearchTuningOptions: ParsableArguments {
         if let nprobe { p.nprobe = nprobe }
         if let rerank { p.rerankDepth = rerank }
         if let centroidThreshold { p.centroidScoreThreshold = centroidThreshold }
+        if let missing, let m = MissingSimilarity(rawValue: missing) { p.missingSimilarity = m }
+        if normalizeScores { p.normalizeScores = true }
         return p
     }
 

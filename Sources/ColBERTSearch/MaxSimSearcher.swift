@@ -1,4 +1,5 @@
 import ColBERTCore
+import Synchronization
 
 /// MaxSim search over an `IndexSnapshot`: WARP-style centroid-pruned search with implicit
 /// decompression, an exact re-rank, and exhaustive MaxSim as ground truth.
@@ -109,19 +110,12 @@ public enum MaxSimSearcher {
         var error: (any Error)?
     }
 
-    /// One worker's share of the candidates: documents whose id is `worker` modulo the
+    /// One worker's shortlist; its candidates are the documents whose id is `worker` modulo the
     /// number of workers.
     private final class ScoringSlot {
-        var slots: [Int32]
-        var candidates: [UInt32] = []
-        var best: [Float] = []
         var top: TopK
-        var scoredTokens = 0
         var error: (any Error)?
-        init(bound: Int, capacity: Int) {
-            slots = [Int32](repeating: -1, count: bound)
-            top = TopK(capacity: capacity)
-        }
+        init(capacity: Int) { top = TopK(capacity: capacity) }
     }
 
     private final class RerankSlot {
@@ -234,52 +228,53 @@ public enum MaxSimSearcher {
         let t3 = nowSeconds()
         timings.lookupTables += t3 - t2
 
-        // (4a) Scoring: per query token and document the best token score over probed clusters.
+        // (4a) Scoring, query token by query token: the best score per document over the
+        // token's probed clusters goes into a dense per-document row that stays cache-resident,
+        // then is folded into the document's running sum (see `ScoringScratch`).
         let bound = Int(index.documentIdBound)
         let shortlist = p.rerankDepth > 0 ? max(k, p.rerankDepth) : k
-        let slots = (0..<workers).map { _ in ScoringSlot(bound: bound, capacity: shortlist) }
+        let scratches = (0..<workers).map { _ in ScoringScratch.take(bound: bound) }
+        defer { for sc in scratches { ScoringScratch.give(sc) } }
+        let slots = (0..<workers).map { _ in ScoringSlot(capacity: shortlist) }
         let bytesPerCode = codec.bytesPerVector
         let normalize = p.normalizeScores
         centroidScores.withUnsafeBufferPointer { sBuf in
             luts.withUnsafeBufferPointer { lBuf in
-                let s = sBuf.baseAddress!, l = lBuf.baseAddress!
-                runWorkers(workers) { w in
-                    let slot = slots[w]
-                    // Locals, not class properties, in the hot loop (no exclusivity checks).
-                    var table = CandidateTable(slots: slot.slots)
-                    slot.slots = []
-                    var norms = normalize ? NormCache(centroids: K, codec: codec) : NormCache(centroids: 0, codec: codec)
-                    do {
-                        for i in 0..<nq {
-                            let lut = l + i * lutSize
-                            for j in 0..<probeCounts[i] {
-                                let c = Int(probeIds[i * nprobe + j])
-                                let base = s[i * K + c]
-                                try index.withCluster(c) { view in
-                                    guard view.count == 0 || view.bytesPerCode == bytesPerCode else {
-                                        throw SearchError.invalidParameter("cluster \(c) has \(view.bytesPerCode)-byte codes, the codec expects \(bytesPerCode)")
-                                    }
-                                    if normalize {
-                                        let off = norms.offset(of: c, view: view, centroid: C + c * dim)
-                                        norms.store.withUnsafeBufferPointer { nb in
-                                            table.score(view, base: base, lut: lut, bytesPerCode: bytesPerCode,
-                                                        queryToken: i, queryTokens: nq, worker: w, workers: workers,
-                                                        allowed: allowed, inverseNorms: nb.baseAddress! + off)
+                missing.withUnsafeBufferPointer { mBuf in
+                    let s = sBuf.baseAddress!, l = lBuf.baseAddress!, miss = mBuf.baseAddress!
+                    runWorkers(workers) { w in
+                        let slot = slots[w]
+                        let scratch = scratches[w]
+                        var norms = normalize ? NormCache(centroids: K, codec: codec) : NormCache(centroids: 0, codec: codec)
+                        do {
+                            for i in 0..<nq {
+                                let lut = l + i * lutSize
+                                for j in 0..<probeCounts[i] {
+                                    let c = Int(probeIds[i * nprobe + j])
+                                    let base = s[i * K + c]
+                                    try index.withCluster(c) { view in
+                                        guard view.count == 0 || view.bytesPerCode == bytesPerCode else {
+                                            throw SearchError.invalidParameter("cluster \(c) has \(view.bytesPerCode)-byte codes, the codec expects \(bytesPerCode)")
                                         }
-                                    } else {
-                                        table.score(view, base: base, lut: lut, bytesPerCode: bytesPerCode,
-                                                    queryToken: i, queryTokens: nq, worker: w, workers: workers,
-                                                    allowed: allowed, inverseNorms: nil)
+                                        if normalize {
+                                            let off = norms.offset(of: c, view: view, centroid: C + c * dim)
+                                            norms.store.withUnsafeBufferPointer { nb in
+                                                scratch.score(view, base: base, lut: lut, bytesPerCode: bytesPerCode,
+                                                              worker: w, workers: workers, allowed: allowed,
+                                                              inverseNorms: nb.baseAddress! + off)
+                                            }
+                                        } else {
+                                            scratch.score(view, base: base, lut: lut, bytesPerCode: bytesPerCode,
+                                                          worker: w, workers: workers, allowed: allowed, inverseNorms: nil)
+                                        }
                                     }
                                 }
+                                scratch.fold(queryToken: i, missing: miss)
                             }
+                        } catch {
+                            slot.error = error
                         }
-                    } catch {
-                        slot.error = error
                     }
-                    slot.candidates = table.candidates
-                    slot.best = table.best
-                    slot.scoredTokens = table.scored
                 }
             }
         }
@@ -287,26 +282,20 @@ public enum MaxSimSearcher {
         let t4 = nowSeconds()
         timings.scoring += t4 - t3
 
-        // (4b) Reduction: sum over query tokens with imputation, keep the shortlist.
-        runWorkers(workers) { w in
-            let slot = slots[w]
-            slot.best.withUnsafeBufferPointer { bBuf in
-                guard let b = bBuf.baseAddress else { return }
-                for (ci, doc) in slot.candidates.enumerated() {
-                    let row = b + ci * nq
-                    var total: Float = 0
-                    for i in 0..<nq {
-                        let v = row[i]
-                        total += v == -Float.infinity ? missing[i] : v
-                    }
+        // (4b) Reduction: the imputed tail of each candidate's sum, keeping the shortlist.
+        missing.withUnsafeBufferPointer { mBuf in
+            let miss = mBuf.baseAddress!
+            runWorkers(workers) { w in
+                let slot = slots[w]
+                scratches[w].finish(queryTokens: nq, missing: miss) { doc, total in
                     if slot.top.admits(total, doc) { slot.top.insert(ScoredDocument(docId: doc, score: total)) }
                 }
             }
         }
         var merged = TopK(capacity: shortlist)
-        for slot in slots {
-            timings.candidates += slot.candidates.count
-            timings.scoredTokens += slot.scoredTokens
+        for (w, slot) in slots.enumerated() {
+            timings.candidates += scratches[w].candidateCount
+            timings.scoredTokens += scratches[w].scored
             for d in slot.top.heap { merged.insert(d) }
         }
         let approximate = merged.sorted()
@@ -387,46 +376,141 @@ public enum MaxSimSearcher {
     }
 }
 
-/// One worker's candidates: a dense id → row map over the id range, and per candidate the
-/// best score of each query token (-inf when none of its probed clusters held the document).
-struct CandidateTable {
-    var slots: [Int32]
-    var candidates: [UInt32] = []
-    var best: [Float] = []
-    var scored = 0
+/// One worker's scoring state over the internal id range, reused across queries (allocating and
+/// clearing id-sized arrays per query would cost more than scoring on large indexes).
+///
+/// For the current query token, `best[d]` is document d's best token score over the probed
+/// clusters (-inf when none held it); `fold` then adds it to `sum[d]`, first adding the missing
+/// similarity of every query token since the document was last seen. Each document's sum is so
+/// built in query-token order, one term per token, exactly as `Σ_i (found_i ? best_i : missing_i)`:
+/// the same score whatever the number of workers. The row of one token is small and hot, unlike a
+/// per-candidate row of all query tokens.
+final class ScoringScratch: @unchecked Sendable {
+    // @unchecked: a scratch is used by one worker at a time; the pool's lock hands it over.
+    private(set) var capacity: Int
+    private var best: UnsafeMutablePointer<Float>
+    private var sum: UnsafeMutablePointer<Float>
+    /// Last query token folded into `sum[d]`; -1 when d is not a candidate of this query.
+    private var last: UnsafeMutablePointer<Int32>
+    /// Documents with a score for the current query token (each at most once: `capacity` slots).
+    private var touched: UnsafeMutablePointer<UInt32>
+    private var touchedCount = 0
+    private var candidates: [UInt32] = []
+    private(set) var scored = 0
+    /// Candidates of the last finished query.
+    private(set) var candidateCount = 0
 
-    init(slots: [Int32]) { self.slots = slots }
+    private init(capacity: Int) {
+        self.capacity = capacity
+        best = .allocate(capacity: max(1, capacity))
+        best.initialize(repeating: -Float.infinity, count: max(1, capacity))
+        sum = .allocate(capacity: max(1, capacity))
+        sum.initialize(repeating: 0, count: max(1, capacity))
+        last = .allocate(capacity: max(1, capacity))
+        last.initialize(repeating: -1, count: max(1, capacity))
+        touched = .allocate(capacity: max(1, capacity))
+    }
+
+    deinit {
+        best.deallocate()
+        sum.deallocate()
+        last.deallocate()
+        touched.deallocate()
+    }
+
+    private static let pool = Mutex<[ScoringScratch]>([])
+
+    /// A clean scratch covering ids below `bound`.
+    static func take(bound: Int) -> ScoringScratch {
+        let reused = pool.withLock { p -> ScoringScratch? in
+            guard let i = p.firstIndex(where: { $0.capacity >= bound }) else { return p.popLast() }
+            return p.remove(at: i)
+        }
+        if let reused, reused.capacity >= bound {
+            reused.scored = 0
+            reused.candidateCount = 0
+            return reused
+        }
+        return ScoringScratch(capacity: max(bound, 1))
+    }
+
+    /// Returns a scratch to the pool; it must be clean (`finish` ran, or nothing was scored).
+    static func give(_ s: ScoringScratch) {
+        s.reset()
+        pool.withLock { p in if p.count < 16 { p.append(s) } }
+    }
+
+    /// Back to the clean state after an interrupted query (an error between fold and finish).
+    private func reset() {
+        for j in 0..<touchedCount { best[Int(touched[j])] = -Float.infinity }
+        touchedCount = 0
+        for d in candidates { last[Int(d)] = -1 }
+        candidates.removeAll(keepingCapacity: true)
+    }
 
     @inline(__always)
-    mutating func score(_ view: ClusterView, base: Float, lut: UnsafePointer<Float>, bytesPerCode: Int,
-                        queryToken i: Int, queryTokens nq: Int, worker w: Int, workers: Int,
-                        allowed: DocumentFilter?, inverseNorms: UnsafePointer<Float>?) {
+    func score(_ view: ClusterView, base: Float, lut: UnsafePointer<Float>, bytesPerCode: Int,
+               worker w: Int, workers: Int, allowed: DocumentFilter?, inverseNorms: UnsafePointer<Float>?) {
         let n = view.count
-        let bound = slots.count
-        var scored = 0
-        slots.withUnsafeMutableBufferPointer { slotsBuf in
-            let slots = slotsBuf.baseAddress!
-            for t in 0..<n {
-                let doc = view.docId(t)
-                let d = Int(doc)
-                if d >= bound { continue }
-                if workers > 1 && d % workers != w { continue }
-                if let f = allowed, !f.contains(doc) { continue }
-                var score = base + LookupTables.sum(lut, view.code(t), bytes: bytesPerCode)
-                if let inv = inverseNorms { score *= inv[t] }
-                scored += 1
-                var ci = Int(slots[d])
-                if ci < 0 {
-                    ci = candidates.count
-                    slots[d] = Int32(ci)
-                    candidates.append(doc)
-                    best.append(contentsOf: repeatElement(-Float.infinity, count: nq))
-                }
-                let idx = ci * nq + i
-                if score > best[idx] { best[idx] = score }
+        let bound = capacity
+        let best = self.best, touched = self.touched
+        var scored = 0, touchedCount = self.touchedCount
+        for t in 0..<n {
+            let doc = view.docId(t)
+            let d = Int(doc)
+            if d >= bound { continue }
+            if workers > 1 && d % workers != w { continue }
+            if let f = allowed, !f.contains(doc) { continue }
+            var score = base + LookupTables.sum(lut, view.code(t), bytes: bytesPerCode)
+            if let inv = inverseNorms { score *= inv[t] }
+            scored += 1
+            let old = best[d]
+            if old == -Float.infinity {
+                touched[touchedCount] = doc
+                touchedCount += 1
             }
+            if score > old { best[d] = score }
         }
         self.scored += scored
+        self.touchedCount = touchedCount
+    }
+
+    /// Adds the current query token's best scores to the documents' sums.
+    func fold(queryToken i: Int, missing: UnsafePointer<Float>) {
+        let best = self.best, sum = self.sum, last = self.last
+        for j in 0..<touchedCount {
+            let doc = touched[j]
+            let d = Int(doc)
+            var from = Int(last[d]) + 1
+            var total: Float
+            if from == 0 {
+                candidates.append(doc)
+                total = 0
+            } else {
+                total = sum[d]
+            }
+            while from < i { total += missing[from]; from += 1 }
+            sum[d] = total + best[d]
+            best[d] = -Float.infinity
+            last[d] = Int32(i)
+        }
+        touchedCount = 0
+    }
+
+    /// Calls `body` with every candidate and its full sum (the missing similarity of the query
+    /// tokens after its last fold added), and leaves the scratch clean.
+    func finish(queryTokens nq: Int, missing: UnsafePointer<Float>, _ body: (UInt32, Float) -> Void) {
+        let sum = self.sum, last = self.last
+        candidateCount = candidates.count
+        for doc in candidates {
+            let d = Int(doc)
+            var total = sum[d]
+            var from = Int(last[d]) + 1
+            while from < nq { total += missing[from]; from += 1 }
+            last[d] = -1
+            body(doc, total)
+        }
+        candidates.removeAll(keepingCapacity: true)
     }
 }
 

@@ -87,6 +87,25 @@ import Testing
         #expect(loose.count == f.lengths.count)
     }
 
+    @Test func reusedScoringScratchGivesTheSameResults() throws {
+        // Scratch buffers are pooled across searches and indexes of other sizes; an earlier
+        // search, on a larger index or with other parameters, must leave nothing behind.
+        let big = try Fixture(documents: 150, centroidCount: 16, queries: 2)
+        let small = try Fixture(documents: 30, centroidCount: 8, queries: 2)
+        let p = SearchParameters(nprobe: 3, rerankDepth: 0)
+        let first = try big.queries.map { try MaxSimSearcher.search(query: $0, in: big.index, k: 20, parameters: p, threads: 2) }
+        let smallFirst = try small.queries.map { try MaxSimSearcher.search(query: $0, in: small.index, k: 20, parameters: p) }
+        for _ in 0..<3 {
+            for (q, want) in zip(small.queries, smallFirst) {
+                #expect(try MaxSimSearcher.search(query: q, in: small.index, k: 20, parameters: p) == want)
+            }
+            for (q, want) in zip(big.queries, first) {
+                #expect(try MaxSimSearcher.search(query: q, in: big.index, k: 20, parameters: p, threads: 2) == want)
+                #expect(try MaxSimSearcher.search(query: q, in: big.index, k: 20, parameters: p, threads: 1) == want)
+            }
+        }
+    }
+
     @Test func resultsAreIdenticalForEveryThreadCount() throws {
         let f = try Fixture(documents: 120, centroidCount: 16, queries: 3)
         let settings = [SearchParameters(nprobe: 3, rerankDepth: 0), SearchParameters(nprobe: 4, rerankDepth: 20),
