@@ -21,10 +21,12 @@ let package = Package(
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
 
-        // Shared numeric kernels and types: BLAS wrapper, residual codec, token embeddings, JSON lines.
+        // Shared numeric kernels and types: BLAS wrapper, residual codec, token embeddings, JSON lines,
+        // latency percentiles.
         .target(name: "ColBERTCore", dependencies: [
             "COpenBLAS",
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
         // WordPiece tokenizer read from a Hugging Face tokenizer.json.
         .target(name: "ColBERTTokenizer"),
@@ -45,14 +47,12 @@ let package = Package(
             .product(name: "NIOExtras", package: "swift-nio-extras"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
         // Subcommands of the `colbert` executable; the executable itself stays thin.
         .target(name: "ColBERTCLI", dependencies: [
             "ColBERTCore", "ColBERTTokenizer", "ColBERTModel", "ColBERTIndex", "ColBERTSearch", "ColBERTServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),

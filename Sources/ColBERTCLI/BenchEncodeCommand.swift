@@ -2,7 +2,6 @@ import ArgumentParser
 import ColBERTCore
 import ColBERTModel
 import Foundation
-import Histogram
 
 /// `colbert bench encode`: batch document throughput and single-query latency of the native encoder.
 struct BenchEncodeCommand: ParsableCommand {
@@ -64,17 +63,17 @@ struct BenchEncodeCommand: ParsableCommand {
         if queryTexts.isEmpty {
             queryTexts = documents.map { $0.split(separator: " ").prefix(12).joined(separator: " ") }
         }
-        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        var recorder = LatencyRecorder()
         if queries > 0 {
             for i in 0..<min(5, queryTexts.count) { _ = try encoder.encode([queryTexts[i]], kind: .query) }
             for i in 0..<queries {
                 let text = queryTexts[i % queryTexts.count]
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 _ = try encoder.encode([text], kind: .query)
-                _ = histogram.record(DispatchTime.now().uptimeNanoseconds - t0)
+                recorder.record(nanoseconds: DispatchTime.now().uptimeNanoseconds - t0)
             }
         }
-        func ms(_ p: Double) -> Double { Double(histogram.valueAtPercentile(p)) / 1e6 }
+        let latency = recorder.summary
         let rssMB = peakRSSBytes().map { Double($0) / 1_048_576 }
 
         let figures: [(String, String)] = [
@@ -87,10 +86,10 @@ struct BenchEncodeCommand: ParsableCommand {
             ("documents_per_second", String(format: "%.1f", Double(documents.count) / docSeconds)),
             ("kept_tokens_per_second", String(format: "%.0f", Double(keptTokens) / docSeconds)),
             ("queries", "\(queries)"),
-            ("query_p50_ms", String(format: "%.3f", ms(50))),
-            ("query_p95_ms", String(format: "%.3f", ms(95))),
-            ("query_p99_ms", String(format: "%.3f", ms(99))),
-            ("query_mean_ms", String(format: "%.3f", histogram.mean / 1e6)),
+            ("query_p50_ms", String(format: "%.3f", latency.p50)),
+            ("query_p95_ms", String(format: "%.3f", latency.p95)),
+            ("query_p99_ms", String(format: "%.3f", latency.p99)),
+            ("query_mean_ms", String(format: "%.3f", latency.mean)),
             ("peak_rss_mb", rssMB.map { String(format: "%.1f", $0) } ?? "null"),
         ]
         if json {

@@ -4,70 +4,36 @@ import ColBERTIndex
 import ColBERTSearch
 import Foundation
 
-/// Measures pruned search on an opened snapshot: latency at one thread (pre-encoded queries),
-/// QPS at one thread and at `threads`, and recall@k against exhaustive search.
-struct SearchLatencyReport {
-    var latency: LatencySummary
-    var qpsOneThread: Double
-    var qpsAllThreads: Double
-    var threads: Int
-    var recallAtK: Double
-    var exhaustiveMsPerQuery: Double
-    var stages: SearchTimings
-}
-
+/// Pruned search on an opened snapshot, as both benchmarks report it: latency one query at a
+/// time on one thread (pre-encoded queries), QPS at one thread and batched on all threads, and
+/// recall@k against exhaustive search.
 func measureSearch<S: IndexSnapshot>(queries: [TokenEmbeddings], snapshot: S, k: Int, parameters: SearchParameters,
-                                     threads: Int, repeats: Int) throws -> SearchLatencyReport {
+                                     threads: Int, repeats: Int) throws -> SearchBenchmark.Report {
     BLAS.setThreadCount(1)
-    let e0 = monotonicSeconds()
-    let truth = try MaxSimSearcher.exhaustiveBatch(queries: queries, in: snapshot, k: k, threads: threads)
-    let exhaustiveMs = (monotonicSeconds() - e0) * 1000 / Double(max(1, queries.count))
-    for q in queries { _ = try MaxSimSearcher.search(query: q, in: snapshot, k: k, parameters: parameters, threads: 1) }
-    var seconds: [Double] = []
-    var stages = SearchTimings()
-    var recall = 0.0
-    let s0 = monotonicSeconds()
-    for _ in 0..<repeats {
-        for (i, q) in queries.enumerated() {
-            let t0 = monotonicSeconds()
-            let (r, t) = try MaxSimSearcher.searchWithTimings(query: q, in: snapshot, k: k, parameters: parameters, threads: 1)
-            seconds.append(monotonicSeconds() - t0)
-            stages += t
-            recall += Evaluation.overlapRecall(r, reference: truth[i], k: k)
-        }
-    }
-    let oneThreadSeconds = monotonicSeconds() - s0
-    let b0 = monotonicSeconds()
-    for _ in 0..<repeats {
-        _ = try MaxSimSearcher.searchBatch(queries: queries, in: snapshot, k: k, parameters: parameters, threads: threads)
-    }
-    let batchSeconds = monotonicSeconds() - b0
-    let n = Double(seconds.count)
-    return SearchLatencyReport(latency: LatencySummary(seconds: seconds), qpsOneThread: n / oneThreadSeconds,
-                               qpsAllThreads: n / batchSeconds, threads: threads, recallAtK: recall / n,
-                               exhaustiveMsPerQuery: exhaustiveMs, stages: stages)
+    return try SearchBenchmark.run(queries: queries, index: snapshot, k: k, parameters: parameters, threads: 1,
+                                   batchThreads: threads, repeats: repeats).report
 }
 
-func printSearchReport(_ r: SearchLatencyReport, k: Int, parameters p: SearchParameters, json: Bool, extra: [String: Any]) {
+func printSearchReport(_ r: SearchBenchmark.Report, k: Int, parameters p: SearchParameters, json: Bool, extra: [String: Any]) {
+    let qpsAll = r.batchQPS ?? r.qps
     if json {
         var o: [String: Any] = ["p50_ms": r.latency.p50, "p95_ms": r.latency.p95, "p99_ms": r.latency.p99,
-                                "max_ms": r.latency.max, "mean_ms": r.latency.mean,
-                                "qps": r.qpsAllThreads, "qps_1_thread": r.qpsOneThread, "threads": r.threads,
-                                "recall@\(k)": r.recallAtK, "exhaustive_ms_per_query": r.exhaustiveMsPerQuery,
+                                "max_ms": r.latency.max, "mean_ms": r.latency.mean, "cpu_p50_ms": r.cpuP50,
+                                "qps": qpsAll, "qps_1_thread": r.qps, "threads": r.batchThreads,
+                                "recall@\(k)": r.recallAtK, "exhaustive_ms_per_query": r.exhaustiveMean,
                                 "nprobe": p.nprobe, "rerank": p.rerankDepth, "k": k]
         for (key, v) in extra { o[key] = v }
         printJSONLine(o)
     } else {
         for (key, v) in extra.sorted(by: { $0.key < $1.key }) { print("\(key): \(v)") }
-        print("search without encoding, 1 thread: \(r.latency.text)")
-        print(String(format: "QPS: %.1f at 1 thread, %.1f at %d threads", r.qpsOneThread, r.qpsAllThreads, r.threads))
+        print("search without encoding, 1 thread: \(r.latency.text)  (thread CPU p50 \(String(format: "%.3f", r.cpuP50)))")
+        print(String(format: "QPS: %.1f at 1 thread, %.1f at %d threads", r.qps, qpsAll, r.batchThreads))
         print(String(format: "recall@%d vs exhaustive: %.4f  (nprobe %d, rerank %d; exhaustive %.1f ms/query)",
-                     k, r.recallAtK, p.nprobe, p.rerankDepth, r.exhaustiveMsPerQuery))
-        let st = r.stages, n = Double(max(1, r.latency.count))
-        print(String(format: "mean stage ms: centroids %.3f  select %.3f  tables %.3f  scoring %.3f  reduce %.3f  rerank %.3f; %.0f candidates, %.0f tokens scored",
-                     st.centroidScores * 1000 / n, st.selection * 1000 / n, st.lookupTables * 1000 / n,
-                     st.scoring * 1000 / n, st.reduction * 1000 / n, st.rerank * 1000 / n,
-                     Double(st.candidates) / n, Double(st.scoredTokens) / n))
+                     k, r.recallAtK, p.nprobe, p.rerankDepth, r.exhaustiveMean))
+        let st = r.stages
+        print(String(format: "mean stage ms: centroids %.3f  select %.3f  tables %.3f  scoring %.3f  reduce %.3f  rerank %.3f; %d candidates, %d tokens scored",
+                     st.centroidScores, st.selection, st.lookupTables, st.scoring, st.reduction, st.rerank,
+                     st.candidates, st.scoredTokens))
     }
 }
 

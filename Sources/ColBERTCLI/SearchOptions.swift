@@ -63,27 +63,6 @@ func encodeQueries(_ texts: [String], encoder: any TokenEncoder, batchSize: Int 
     return out
 }
 
-/// Latency percentiles in milliseconds from seconds.
-struct LatencySummary: Codable {
-    var p50: Double, p95: Double, p99: Double, max: Double, mean: Double
-    var count: Int
-
-    init(seconds: [Double]) {
-        let s = seconds.sorted()
-        count = s.count
-        func pct(_ p: Double) -> Double {
-            guard !s.isEmpty else { return 0 }
-            // Nearest rank, as HdrHistogram and most latency tools report it.
-            let rank = Int((p * Double(s.count)).rounded(.up)) - 1
-            return s[Swift.max(0, Swift.min(s.count - 1, rank))] * 1000
-        }
-        p50 = pct(0.50); p95 = pct(0.95); p99 = pct(0.99)
-        max = (s.last ?? 0) * 1000
-        mean = s.isEmpty ? 0 : s.reduce(0, +) / Double(s.count) * 1000
-    }
-
-    var text: String { String(format: "p50 %.3f  p95 %.3f  p99 %.3f  max %.3f  mean %.3f ms", p50, p95, p99, max, mean) }
-}
 
 func monotonicSeconds() -> Double {
     var ts = timespec()

@@ -8,15 +8,17 @@ public enum SearchBenchmark {
         public var k: Int
         public var threads: Int
         public var parameters: SearchParameters
-        /// Per-query latency of pruned search, milliseconds.
-        public var p50: Double
-        public var p90: Double
-        public var p99: Double
-        public var mean: Double
+        /// Per-query latency of pruned search (each query on `threads` threads).
+        public var latency: LatencySummary
         /// Median CPU time of the searching thread per query, milliseconds (meaningful at
         /// threads = 1; robust to other load on the machine).
         public var cpuP50: Double
-        /// Mean per-stage time, milliseconds.
+        /// Queries per second of the timed one-query-at-a-time loop.
+        public var qps: Double
+        /// Queries per second of `searchBatch` on `batchThreads` threads, when measured.
+        public var batchQPS: Double?
+        public var batchThreads: Int
+        /// Mean per-stage time, milliseconds (counts are per query too).
         public var stages: SearchTimings
         /// Mean recall@k of pruned against exhaustive top-k.
         public var recallAtK: Double
@@ -26,53 +28,62 @@ public enum SearchBenchmark {
         public var description: String {
             func f(_ x: Double) -> String { String(Int((x * 1000).rounded())) .paddedMillis }
             let s = stages
-            return """
+            var text = """
             pruned k=\(k) nprobe=\(parameters.nprobe) threshold=\(parameters.centroidScoreThreshold.map { "\($0)" } ?? "none") \
             rerank=\(parameters.rerankDepth) missing=\(parameters.missingSimilarity.rawValue) threads=\(threads) queries=\(queries)
-              latency ms: p50 \(f(p50)) p90 \(f(p90)) p99 \(f(p99)) mean \(f(mean)); thread CPU p50 \(f(cpuP50))
+              latency ms: \(latency.text); thread CPU p50 \(f(cpuP50))
               stages ms: centroids \(f(s.centroidScores)) select \(f(s.selection)) luts \(f(s.lookupTables)) \
             scoring \(f(s.scoring)) reduce \(f(s.reduction)) rerank \(f(s.rerank)); \
             candidates \(s.candidates) tokens scored \(s.scoredTokens)
               recall@\(k) vs exhaustive: \(String(Int((recallAtK * 10000).rounded())).paddedFraction) \
             exhaustive mean ms: \(f(exhaustiveMean))
             """
+            if let batchQPS { text += "\n  QPS: \(Int(qps.rounded())) one query at a time, \(Int(batchQPS.rounded())) batched on \(batchThreads) threads" }
+            return text
         }
     }
 
-    /// Runs every query once to warm up, then `repeats` times timed. Ground truth comes from
-    /// `reference` when given (e.g. computed once for several settings), else from exhaustive
-    /// search of each query on `threads` threads.
+    /// Runs every query once to warm up, then `repeats` times timed, one query at a time on
+    /// `threads` threads; with `batchThreads`, also times `searchBatch` over all queries
+    /// `repeats` times. Ground truth comes from `reference` when given (e.g. computed once for
+    /// several settings), else from exhaustive search of each query.
     public static func run<S: IndexSnapshot>(
         queries: [TokenEmbeddings], index: S, k: Int, parameters: SearchParameters, threads: Int = 1,
-        repeats: Int = 1, reference: [[ScoredDocument]]? = nil
+        batchThreads: Int? = nil, repeats: Int = 1, reference: [[ScoredDocument]]? = nil
     ) throws -> (report: Report, reference: [[ScoredDocument]]) {
         var truth = reference ?? []
         var exhaustiveTime = 0.0
         if reference == nil {
             let t0 = nowSeconds()
-            truth = try MaxSimSearcher.exhaustiveBatch(queries: queries, in: index, k: k, threads: threads)
+            truth = try MaxSimSearcher.exhaustiveBatch(queries: queries, in: index, k: k, threads: max(threads, batchThreads ?? 1))
             exhaustiveTime = (nowSeconds() - t0) / Double(max(1, queries.count))
         }
-        var latencies: [Double] = []
+        var latency = LatencyRecorder()
         var cpu: [Double] = []
         var stages = SearchTimings()
         var recall = 0.0
         for q in queries { _ = try MaxSimSearcher.search(query: q, in: index, k: k, parameters: parameters, threads: threads) }
+        let loopStart = nowSeconds()
         for _ in 0..<max(1, repeats) {
             for (i, q) in queries.enumerated() {
                 let t0 = nowSeconds(), c0 = threadCPUSeconds()
                 let (r, t) = try MaxSimSearcher.searchWithTimings(query: q, in: index, k: k,
                                                                   parameters: parameters, threads: threads)
-                latencies.append(nowSeconds() - t0)
+                latency.record(seconds: nowSeconds() - t0)
                 cpu.append(threadCPUSeconds() - c0)
                 stages += t
                 recall += Evaluation.overlapRecall(r, reference: truth[i], k: k)
             }
         }
-        let n = Double(max(1, latencies.count))
-        latencies.sort()
-        func pct(_ p: Double) -> Double {
-            latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(p * Double(latencies.count - 1)))] * 1000
+        let loopSeconds = nowSeconds() - loopStart
+        let n = Double(max(1, latency.count))
+        var batchQPS: Double?
+        if let batchThreads {
+            let b0 = nowSeconds()
+            for _ in 0..<max(1, repeats) {
+                _ = try MaxSimSearcher.searchBatch(queries: queries, in: index, k: k, parameters: parameters, threads: batchThreads)
+            }
+            batchQPS = Double(queries.count * max(1, repeats)) / max(1e-9, nowSeconds() - b0)
         }
         var mean = stages
         mean.centroidScores *= 1000 / n; mean.selection *= 1000 / n; mean.lookupTables *= 1000 / n
@@ -80,10 +91,10 @@ public enum SearchBenchmark {
         mean.candidates = Int(Double(mean.candidates) / n)
         mean.scoredTokens = Int(Double(mean.scoredTokens) / n)
         let report = Report(queries: queries.count, k: k, threads: threads, parameters: parameters,
-                            p50: pct(0.5), p90: pct(0.9), p99: pct(0.99),
-                            mean: latencies.reduce(0, +) / n * 1000,
-                            cpuP50: cpu.isEmpty ? 0 : cpu.sorted()[cpu.count / 2] * 1000, stages: mean,
-                            recallAtK: recall / n, exhaustiveMean: exhaustiveTime * 1000)
+                            latency: latency.summary,
+                            cpuP50: cpu.isEmpty ? 0 : cpu.sorted()[cpu.count / 2] * 1000,
+                            qps: n / max(1e-9, loopSeconds), batchQPS: batchQPS, batchThreads: batchThreads ?? threads,
+                            stages: mean, recallAtK: recall / n, exhaustiveMean: exhaustiveTime * 1000)
         return (report, truth)
     }
 }

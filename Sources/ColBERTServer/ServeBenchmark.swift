@@ -1,3 +1,4 @@
+import ColBERTCore
 import NIOCore
 import NIOPosix
 
@@ -8,32 +9,42 @@ public enum ServeBenchmark {
         public var operations: Int
         public var errors: Int
         public var seconds: Double
-        /// Per-operation latencies in milliseconds, sorted.
-        public var latenciesMs: [Double]
+        /// Client-side round-trip latency.
+        public var latency: LatencySummary
+        /// Time the server reports spending on the request (`took_ms`: encoding and search),
+        /// when the operations report it.
+        public var server: LatencySummary?
+        /// Round trip minus the server's own time, per request: what the socket, JSON framing
+        /// and scheduling add over calling the search in process.
+        public var overhead: LatencySummary?
         /// The first error message seen, if any.
         public var firstError: String?
 
         public var qps: Double { seconds > 0 ? Double(operations) / seconds : 0 }
-        public var meanMs: Double { latenciesMs.isEmpty ? 0 : latenciesMs.reduce(0, +) / Double(latenciesMs.count) }
-        public func percentileMs(_ p: Double) -> Double {
-            guard !latenciesMs.isEmpty else { return 0 }
-            let rank = Int((p / 100 * Double(latenciesMs.count)).rounded(.up)) - 1
-            return latenciesMs[min(max(rank, 0), latenciesMs.count - 1)]
-        }
 
         public var json: JSONValue {
             func r(_ x: Double) -> JSONValue { .number((x * 1000).rounded() / 1000) }
-            return .object([
+            var pairs: [(String, JSONValue)] = [
                 ("operations", .number(Double(operations))), ("errors", .number(Double(errors))),
-                ("seconds", r(seconds)), ("qps", r(qps)), ("mean_ms", r(meanMs)),
-                ("p50_ms", r(percentileMs(50))), ("p95_ms", r(percentileMs(95))), ("p99_ms", r(percentileMs(99))),
-                ("max_ms", r(latenciesMs.last ?? 0)),
-            ])
+                ("seconds", r(seconds)), ("qps", r(qps)), ("mean_ms", r(latency.mean)),
+                ("p50_ms", r(latency.p50)), ("p95_ms", r(latency.p95)), ("p99_ms", r(latency.p99)),
+                ("max_ms", r(latency.max)),
+            ]
+            if let server {
+                pairs += [("server_p50_ms", r(server.p50)), ("server_p95_ms", r(server.p95))]
+            }
+            if let overhead {
+                pairs += [("overhead_p50_ms", r(overhead.p50)), ("overhead_p95_ms", r(overhead.p95)),
+                          ("overhead_p99_ms", r(overhead.p99))]
+            }
+            return .object(pairs)
         }
 
         public var summary: String {
             func f(_ x: Double) -> String { "\((x * 1000).rounded() / 1000)" }
-            var s = "\(operations) operations in \(f(seconds)) s: \(f(qps)) QPS; latency ms p50 \(f(percentileMs(50))) p95 \(f(percentileMs(95))) p99 \(f(percentileMs(99))) max \(f(latenciesMs.last ?? 0))"
+            var s = "\(operations) operations in \(f(seconds)) s: \(f(qps)) QPS; latency ms p50 \(f(latency.p50)) p95 \(f(latency.p95)) p99 \(f(latency.p99)) max \(f(latency.max))"
+            if let server { s += "; server-side (took_ms) p50 \(f(server.p50))" }
+            if let overhead { s += "; overhead (round trip - took_ms) p50 \(f(overhead.p50)) p95 \(f(overhead.p95)) p99 \(f(overhead.p99))" }
             if errors > 0 { s += "; \(errors) errors (first: \(firstError ?? "?"))" }
             return s
         }
@@ -46,44 +57,66 @@ public enum ServeBenchmark {
         clients: Int, total: Int,
         makeWorker: @escaping @Sendable (_ worker: Int) async throws -> @Sendable (_ index: Int) async throws -> Void
     ) async throws -> Result {
+        try await runReporting(clients: clients, total: total) { w in
+            let op = try await makeWorker(w)
+            return { i in try await op(i); return nil }
+        }
+    }
+
+    /// `run` whose operations may return the milliseconds the server says it spent on them.
+    static func runReporting(
+        clients: Int, total: Int,
+        makeWorker: @escaping @Sendable (_ worker: Int) async throws -> @Sendable (_ index: Int) async throws -> Double?
+    ) async throws -> Result {
         let counter = LockedBox(0)
         let workers = max(1, min(clients, max(total, 1)))
-        let operations = try await withThrowingTaskGroup(of: ([Double], Int, String?).self) { group in
-            var ops: [@Sendable (Int) async throws -> Void] = []
+        let operations = try await withThrowingTaskGroup(of: ([Double], [Double], [Double], Int, String?).self) { group in
+            var ops: [@Sendable (Int) async throws -> Double?] = []
             // Set up every worker before the clock starts.
             for w in 0..<workers { ops.append(try await makeWorker(w)) }
             let start = ContinuousClock.now
             for op in ops {
                 group.addTask {
                     var latencies: [Double] = []
+                    var overheads: [Double] = []
+                    var servers: [Double] = []
                     var errors = 0
                     var firstError: String?
                     while true {
                         let i = counter.withLock { c -> Int in c += 1; return c - 1 }
                         guard i < total else { break }
                         let t0 = ContinuousClock.now
-                        do { try await op(i) } catch {
+                        var serverMs: Double?
+                        do { serverMs = try await op(i) } catch {
                             errors += 1
                             if firstError == nil { firstError = "\(error)" }
                         }
                         let d = ContinuousClock.now - t0
-                        latencies.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) * 1e-15)
+                        let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) * 1e-15
+                        latencies.append(ms)
+                        if let serverMs {
+                            servers.append(serverMs)
+                            overheads.append(max(0, ms - serverMs))
+                        }
                     }
-                    return (latencies, errors, firstError)
+                    return (latencies, servers, overheads, errors, firstError)
                 }
             }
-            var all: [Double] = []
+            var all = LatencyRecorder(), server = LatencyRecorder(), overhead = LatencyRecorder()
             var errors = 0
             var firstError: String?
-            for try await (l, e, f) in group {
-                all += l
+            for try await (l, sv, o, e, f) in group {
+                for x in l { all.record(milliseconds: x) }
+                for x in sv { server.record(milliseconds: x) }
+                for x in o { overhead.record(milliseconds: x) }
                 errors += e
                 if firstError == nil { firstError = f }
             }
             let d = ContinuousClock.now - start
             return Result(operations: all.count, errors: errors,
                           seconds: Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18,
-                          latenciesMs: all.sorted(), firstError: firstError)
+                          latency: all.summary, server: server.count > 0 ? server.summary : nil,
+                          overhead: overhead.count > 0 ? overhead.summary : nil, firstError: firstError)
         }
         return operations
     }
@@ -102,7 +135,7 @@ public enum ServeBenchmark {
         }
         let result: Result
         do {
-            result = try await run(clients: clients, total: total) { _ in
+            result = try await runReporting(clients: clients, total: total) { _ in
             let client = try await ServerClient.connect(socketPath: socketPath)
             connections.withLock { $0.append(client) }
             return { i in
@@ -115,6 +148,7 @@ public enum ServeBenchmark {
                 guard response["ok"]?.boolValue == true else {
                     throw ClientError.badResponse(response["error"]?.serialized() ?? response.serialized())
                 }
+                return response["took_ms"]?.doubleValue
             }
         }
         } catch {

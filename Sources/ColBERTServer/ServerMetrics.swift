@@ -1,5 +1,5 @@
 import Foundation
-import Histogram
+import ColBERTCore
 
 /// A value behind a lock (Foundation's, to keep the module's dependencies to the declared ones).
 final class LockedBox<Value>: @unchecked Sendable {
@@ -19,7 +19,7 @@ final class ServerMetrics: Sendable {
     struct State {
         var requests: [String: Int] = [:]
         var errors: [String: Int] = [:]
-        var latencies: [String: Histogram<UInt64>] = [:]
+        var latencies: [String: LatencyRecorder] = [:]
         var admitted = 0
         var connections = 0
         var connectionsTotal = 0
@@ -51,10 +51,7 @@ final class ServerMetrics: Sendable {
         state.withLock { s in
             s.requests[key, default: 0] += 1
             if let error { s.errors[error.rawValue, default: 0] += 1 }
-            if s.latencies[key] == nil {
-                s.latencies[key] = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
-            }
-            _ = s.latencies[key]?.record(max(1, min(microseconds, 3_600_000_000)))
+            s.latencies[key, default: LatencyRecorder()].record(nanoseconds: microseconds &* 1000)
         }
     }
 
@@ -78,15 +75,15 @@ final class ServerMetrics: Sendable {
     /// The `server` object of a `stats` response.
     func snapshot() -> JSONValue {
         let s = state.withLock { $0 }
-        func ms(_ us: UInt64) -> JSONValue { .number((Double(us) / 1000 * 1000).rounded() / 1000) }
+        func ms(_ x: Double) -> JSONValue { .number((x * 1000).rounded() / 1000) }
         let ops = s.requests.keys.sorted()
         let latency: [(String, JSONValue)] = ops.compactMap { op in
-            guard let h = s.latencies[op], h.totalCount > 0 else { return nil }
+            guard let h = s.latencies[op]?.summary, h.count > 0 else { return nil }
             return (op, .object([
-                ("count", .number(Double(h.totalCount))),
-                ("p50_ms", ms(h.valueAtPercentile(50))),
-                ("p95_ms", ms(h.valueAtPercentile(95))),
-                ("p99_ms", ms(h.valueAtPercentile(99))),
+                ("count", .number(Double(h.count))),
+                ("p50_ms", ms(h.p50)),
+                ("p95_ms", ms(h.p95)),
+                ("p99_ms", ms(h.p99)),
                 ("max_ms", ms(h.max)),
             ]))
         }

@@ -35,7 +35,7 @@ import ColBERTSearch
             }
         }
         let two = try SearchBenchmark.run(queries: corpus.queries, index: index, k: 10, parameters: .defaults(k: 10),
-                                          threads: 2, repeats: 2, reference: truth).report
+                                          threads: 2, batchThreads: 2, repeats: 2, reference: truth).report
         print(two)
         let q = corpus.queries
         for threads in [1, 2] {
