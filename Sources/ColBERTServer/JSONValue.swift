@@ -217,10 +217,80 @@ private struct JSONParser {
             while i < bytes.count, isDigit(bytes[i]) { i += 1 }
             guard i > digits else { throw fail("invalid number") }
         }
-        let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
-        guard let d = Double(text) else { throw fail("invalid number") }
+        let d = Self.fastDouble(bytes, start, i) ?? Self.slowDouble(bytes, start, i)
+        guard let d else { throw fail("invalid number") }
         guard d.isFinite else { throw fail("number out of range") }
         return d
+    }
+
+    /// Exact powers of ten up to 10^22 (the largest exactly representable in a Double).
+    private static let exactPowers: [Double] = (0...22).map { k in
+        var p = 1.0
+        for _ in 0..<k { p *= 10 }
+        return p
+    }
+
+    /// Clinger's fast path for an already validated number: with at most 15 significant digits
+    /// and a decimal exponent within ±22, mantissa and power of ten are exact Doubles, so one
+    /// multiplication or division gives the correctly rounded value. Nil when it does not apply.
+    /// Pre-encoded query vectors are thousands of such numbers per request.
+    @inline(__always)
+    static func fastDouble(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> Double? {
+        var j = start
+        let negative = b[j] == UInt8(ascii: "-")
+        if negative { j += 1 }
+        var mantissa: UInt64 = 0
+        var digits = 0
+        var scale = 0
+        var seenPoint = false
+        while j < end {
+            let c = b[j]
+            if c == UInt8(ascii: ".") {
+                seenPoint = true
+            } else if c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") {
+                if mantissa != 0 || c != UInt8(ascii: "0") { digits += 1 }
+                if digits > 15 { return nil }
+                mantissa = mantissa * 10 + UInt64(c - UInt8(ascii: "0"))
+                if seenPoint { scale -= 1 }
+            } else {
+                break // an exponent
+            }
+            j += 1
+        }
+        if j < end {
+            j += 1 // 'e' or 'E'
+            var expNegative = false
+            if b[j] == UInt8(ascii: "+") || b[j] == UInt8(ascii: "-") { expNegative = b[j] == UInt8(ascii: "-"); j += 1 }
+            var e = 0
+            while j < end {
+                e = e * 10 + Int(b[j] - UInt8(ascii: "0"))
+                if e > 400 { return nil }
+                j += 1
+            }
+            scale += expNegative ? -e : e
+        }
+        guard scale >= -22 && scale <= 22 else { return mantissa == 0 ? (negative ? -0.0 : 0.0) : nil }
+        var v = Double(mantissa)
+        v = scale < 0 ? v / exactPowers[-scale] : v * exactPowers[scale]
+        return negative ? -v : v
+    }
+
+    /// Any other number: the C library's correctly rounded conversion, from a NUL-terminated
+    /// copy on the stack (JSON numbers of more than 64 bytes go through a String).
+    static func slowDouble(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> Double? {
+        let n = end - start
+        guard n < 64 else {
+            return Double(String(decoding: UnsafeBufferPointer(rebasing: b[start..<end]), as: UTF8.self))
+        }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buf -> Double? in
+            let p = buf.baseAddress!
+            for k in 0..<n { p[k] = CChar(bitPattern: b[start + k]) }
+            p[n] = 0
+            var endPtr: UnsafeMutablePointer<CChar>?
+            let v = strtod(p, &endPtr)
+            guard let endPtr, endPtr - p == n else { return nil }
+            return v
+        }
     }
 
     mutating func hex4() throws -> UInt32 {

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import ColBERTServer
 
@@ -10,6 +11,30 @@ import Testing
         #expect(v["b"]?.stringValue == "x\"y\\z\né😀")
         let again = try JSONValue.parse(v.serialized())
         #expect(again == v)
+    }
+
+    @Test func numbersParseToTheCorrectlyRoundedDouble() throws {
+        // Fast path (≤ 15 digits, small exponents) and the strtod fallback must both agree with
+        // Swift's own correctly rounded conversion, bit for bit.
+        var texts = ["0", "-0", "1", "-1", "0.5", "1e3", "1E-3", "-2.5e+2", "123456789012345", "1234567890123456",
+                     "0.1", "0.2", "0.3", "9007199254740993", "1e22", "1e23", "1e-22", "1e-23", "4.9e-324",
+                     "1.7976931348623157e308", "0.000000000000000000000000001", "0e500", "-0.0e-400",
+                     "0.018283903598785400", "-0.11893291771411896", "3.0000000000000004", "100000000000000000000000"]
+        var g = SystemRandomNumberGenerator()
+        for _ in 0..<3000 {
+            let f = Float.random(in: -1...1, using: &g)
+            texts.append("\(Double(f))")      // what Python prints for a float32 read as a float
+            texts.append("\(f)")              // shortest float32 text
+            texts.append(String(format: "%.9e", Double(f)))
+        }
+        for t in texts {
+            let want = Double(t)
+            let got = try JSONValue.parse("[\(t)]").arrayValue?.first?.doubleValue
+            #expect(got?.bitPattern == want?.bitPattern, "\(t): \(String(describing: got)) vs \(String(describing: want))")
+        }
+        #expect(throws: JSONParseError.self) { try JSONValue.parse("[1e400]") }
+        #expect(throws: JSONParseError.self) { try JSONValue.parse("[01]") }
+        #expect(throws: JSONParseError.self) { try JSONValue.parse("[1.]") }
     }
 
     @Test func keyOrderIsKeptOnOutput() {
