@@ -117,7 +117,7 @@ struct BenchSynthCommand: ParsableCommand {
     func run() throws {
         let path = index ?? ".build/synth-\(tokens)"
         let K = centroids ?? KMeans.plaidCentroidCount(tokens: tokens)
-        let space = SynthSpace(dim: dim, topics: K, meanTokens: meanTokens, seed: seed)
+        let space = SyntheticVectors.benchSynth(dim: dim, topics: K, meanTokens: meanTokens, seed: seed)
         let t0 = monotonicSeconds()
         var built = false
         if !FileManager.default.fileExists(atPath: path) {
@@ -149,7 +149,7 @@ struct BenchSynthCommand: ParsableCommand {
         }
     }
 
-    private func buildIndex(path: String, space: SynthSpace) throws {
+    private func buildIndex(path: String, space: SyntheticVectors) throws {
         // Codec trained on residuals of a sample of synthetic tokens around their own topics.
         var sample: [Float] = []
         var g = SplitMix64(seed: seed &+ 1)
@@ -172,7 +172,7 @@ struct BenchSynthCommand: ParsableCommand {
             var assignments: [UInt32] = []
             var batchTokens = 0
             while batchTokens < 200_000 && written + batchTokens < tokens {
-                let (emb, topics) = space.document(doc, maxTokens: tokens - written - batchTokens)
+                let (emb, topics) = space.document(UInt64(doc), maxTokens: tokens - written - batchTokens)
                 batch.append((CorpusDocument(id: "synth-\(doc)", text: "synthetic"), emb))
                 assignments += topics
                 batchTokens += emb.count
@@ -190,60 +190,13 @@ struct BenchSynthCommand: ParsableCommand {
     }
 }
 
-/// Deterministic clustered unit vectors: `topics` random directions; each document's tokens lie
-/// near a few of them; queries are noisy copies of tokens of a random document.
-struct SynthSpace {
-    let dim: Int
-    let topics: Int
-    let meanTokens: Int
-    let centers: [Float]
-    let noise: Float = 0.35
-
-    init(dim: Int, topics: Int, meanTokens: Int, seed: UInt64) {
-        self.dim = dim
-        self.topics = topics
-        self.meanTokens = meanTokens
-        var g = SplitMix64(seed: seed)
-        var c = (0..<(topics * dim)).map { _ in Float(g.nextDouble() * 2 - 1) }
-        VectorMath.normalizeRows(&c, dim: dim)
-        centers = c
-    }
-
-    /// A unit vector near `topic` (uniform noise: cheap enough for 50M tokens).
-    func token(around topic: Int, into v: inout [Float], rng: inout SplitMix64) {
-        let scale = noise * 2 / Float(dim).squareRoot() * 1.7
-        for d in 0..<dim { v[d] = centers[topic * dim + d] + scale * Float(rng.nextDouble() - 0.5) }
-        VectorMath.normalizeRows(&v, dim: dim)
-    }
-
-    func document(_ n: Int, maxTokens: Int) -> (TokenEmbeddings, [UInt32]) {
-        var g = SplitMix64(seed: UInt64(n) &* 0x9E37_79B9_7F4A_7C15 &+ 17)
-        let count = min(maxTokens, max(2, meanTokens / 2 + Int(g.next() % UInt64(meanTokens + 1))))
-        let docTopics = (0..<12).map { _ in Int(g.next() % UInt64(topics)) }
-        var all = [Float](repeating: 0, count: count * dim)
-        var ids = [UInt32](repeating: 0, count: count)
-        var v = [Float](repeating: 0, count: dim)
-        for t in 0..<count {
-            let topic = docTopics[Int(g.next() % 12)]
-            token(around: topic, into: &v, rng: &g)
-            for d in 0..<dim { all[t * dim + d] = v[d] }
-            ids[t] = UInt32(topic)
-        }
-        return (TokenEmbeddings(tokenIds: [Int32](repeating: 0, count: count), vectors: all, dim: dim), ids)
-    }
-
-    func queries(count: Int, documents: Int, seed: UInt64) -> [TokenEmbeddings] {
-        var g = SplitMix64(seed: seed)
-        return (0..<count).map { _ in
-            let d = Int(g.next() % UInt64(max(1, documents)))
-            let (doc, _) = document(d, maxTokens: Int.max)
-            var q = [Float](repeating: 0, count: 32 * dim)
-            for r in 0..<32 {
-                let t = Int(g.next() % UInt64(doc.count))
-                for x in 0..<dim { q[r * dim + x] = doc.vectors[t * dim + x] + 0.05 * Float(g.nextDouble() - 0.5) }
-            }
-            VectorMath.normalizeRows(&q, dim: dim)
-            return TokenEmbeddings(tokenIds: [Int32](repeating: 0, count: 32), vectors: q, dim: dim)
-        }
+extension SyntheticVectors {
+    /// The space of `bench synth`: uniform centres and noise (cheap enough for 50M tokens); the
+    /// topic of every token is known, so the index is written with those assignments.
+    static func benchSynth(dim: Int, topics: Int, meanTokens: Int, seed: UInt64) -> SyntheticVectors {
+        let layout = Layout(meanTokens: meanTokens, minTokens: 2, lengthSpread: meanTokens + 1,
+                            topicsPerDocument: 12, seedSalt: 17)
+        return SyntheticVectors(dim: dim, topics: topics, seed: seed, centers: .uniform,
+                                noise: .uniform(width: 0.35 * 2 / Float(dim).squareRoot() * 1.7), layout: layout)
     }
 }

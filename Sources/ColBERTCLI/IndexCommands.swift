@@ -299,38 +299,23 @@ struct IndexCompactCommand: ParsableCommand {
     }
 }
 
-/// Synthetic token vectors for benchmarks: each document's tokens are unit vectors near a few of
-/// `topics` random directions, generated from the document number (no model needed).
+/// Synthetic token vectors for `index bench`: the text's last word is the document number, and
+/// its tokens are that document of a fixed `SyntheticVectors` space (no model needed).
 struct SyntheticBenchEncoder: TokenEncoder {
-    let dim: Int
     let fingerprint = "synthetic-bench-v1"
-    let topics: Int
-    let meanTokens: Int
-    private let centers: [Float]
+    let space: SyntheticVectors
+    var dim: Int { space.dim }
 
     init(dim: Int, topics: Int = 4096, meanTokens: Int) {
-        self.dim = dim
-        self.topics = topics
-        self.meanTokens = meanTokens
-        var rng = SplitMix64(seed: 1234)
-        var c = (0..<(topics * dim)).map { _ in Float(rng.nextGaussian()) }
-        VectorMath.normalizeRows(&c, dim: dim)
-        centers = c
+        let layout = SyntheticVectors.Layout(meanTokens: meanTokens, minTokens: 4, lengthSpread: max(1, meanTokens),
+                                             topicsPerDocument: 8, seedSalt: 1)
+        space = SyntheticVectors(dim: dim, topics: topics, seed: 1234, centers: .gaussian,
+                                 noise: .gaussian(sigma: 0.6), layout: layout)
     }
 
     func encode(_ texts: [String], kind: EncodeKind) throws -> [TokenEmbeddings] {
         texts.map { text in
-            let n = UInt64(text.split(separator: " ").last.flatMap { UInt64($0) } ?? 0)
-            var rng = SplitMix64(seed: n &* 0x9E37_79B9_7F4A_7C15 &+ 1)
-            let count = max(4, meanTokens / 2 + Int(rng.next() % UInt64(max(1, meanTokens))))
-            let docTopics = (0..<8).map { _ in Int(rng.next() % UInt64(topics)) }
-            var v = [Float](repeating: 0, count: count * dim)
-            for t in 0..<count {
-                let c = docTopics[Int(rng.next() % 8)]
-                for d in 0..<dim { v[t * dim + d] = centers[c * dim + d] + 0.6 * Float(rng.nextGaussian()) / Float(dim).squareRoot() }
-            }
-            VectorMath.normalizeRows(&v, dim: dim)
-            return TokenEmbeddings(tokenIds: [Int32](repeating: 0, count: count), vectors: v, dim: dim)
+            space.document(text.split(separator: " ").last.flatMap { UInt64($0) } ?? 0).embeddings
         }
     }
 }
@@ -350,6 +335,10 @@ struct IndexBenchCommand: ParsableCommand {
     @Option(name: .long) var batchSize: Int = 1000
     @Option(name: .long) var kmeansIterations: Int = 4
     @Flag(name: .long) var quiet = false
+
+    func validate() throws {
+        guard dim >= 1 else { throw ValidationError("--dim must be at least 1") }
+    }
 
     func run() throws {
         let corpus = NSTemporaryDirectory() + "colbert-bench-corpus-\(getpid()).jsonl"

@@ -1,6 +1,7 @@
 import ColBERTCore
 
-/// Clustered unit vectors standing in for ColBERT embeddings, for tests and `bench synth`:
+/// Clustered unit vectors standing in for ColBERT embeddings, for the search tests (an in-memory
+/// corpus with its lengths and topics; the CLI's benchmarks use their own `SyntheticVectors`):
 /// `topics` random unit directions; each document draws its tokens around a few of them; each
 /// query is a noisy copy of tokens of one random document. Deterministic for a seed.
 public struct SyntheticCorpus: Sendable {
