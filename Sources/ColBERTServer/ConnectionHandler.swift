@@ -35,6 +35,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var inputDone = false
     private var active = true
     private var loopExecutor: EventLoopTaskExecutor?
+    /// Request lines up to this size are parsed on the event loop (a search line is ~100 bytes of
+    /// text or ~40 KB of vectors; parsing 64 KiB takes well under a millisecond).
+    static let onLoopLineBytes = 64 * 1024
 
     private func taskExecutor(for loop: any EventLoop) -> EventLoopTaskExecutor {
         if let e = loopExecutor, e.loop === loop { return e }
@@ -153,12 +156,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 let conn = connectionID
                 let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 let loop = context.eventLoop
-                // The request's task prefers this connection's event loop: it starts without
+                // A request's task prefers this connection's event loop: it starts without
                 // waking a thread of the global executor, and after the encoder and search pools
-                // resume it, the response is written where it already is. Two thread wake-ups
-                // fewer per request; heavy work still runs on the worker threads.
-                Task(executorPreference: taskExecutor(for: loop)) {
-                    let response = await processor.handle(line: bytes, connection: conn)
+                // resume it, the response is written where it already is: two thread wake-ups
+                // fewer per request. Long lines (bulk adds) are parsed off the loop instead, so
+                // they do not hold up the loop's other connections.
+                let finish: @Sendable ([UInt8]) -> Void = { response in
                     if loop.inEventLoop {
                         let (handler, context) = bound.value
                         handler.complete(seq: seq, response: response, context: context)
@@ -168,6 +171,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
                             handler.complete(seq: seq, response: response, context: context)
                         }
                     }
+                }
+                if bytes.count <= Self.onLoopLineBytes {
+                    Task(executorPreference: taskExecutor(for: loop)) {
+                        finish(await processor.handle(line: bytes, connection: conn))
+                    }
+                } else {
+                    Task { finish(await processor.handle(line: bytes, connection: conn)) }
                 }
             }
         }

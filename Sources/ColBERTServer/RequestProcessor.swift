@@ -6,6 +6,15 @@ import NIOPosix
 /// The operations of the protocol.
 public enum Operation: String, Sendable, CaseIterable {
     case ping, search, searchBatch = "search_batch", add, delete, get, stats, encode
+
+    /// Ops whose responses can be large (vectors, stored texts, many result lists): built and
+    /// serialised on Swift's global executor, never on a connection's event loop.
+    var buildsLargeResponses: Bool {
+        switch self {
+        case .encode, .get, .searchBatch, .add: return true
+        case .ping, .search, .delete, .stats: return false
+        }
+    }
 }
 
 /// Turns one request line into one response line: parsing, validation, admission control,
@@ -84,7 +93,7 @@ final class RequestProcessor: Sendable {
         let start = ContinuousClock.now
         var id: JSONValue = .null
         var op: Operation?
-        let response: [UInt8]
+        var response: [UInt8] = []
         var failure: ErrorCode?
         do {
             let request: JSONValue
@@ -102,7 +111,7 @@ final class RequestProcessor: Sendable {
             }
             op = parsed
             let fields = RequestFields(request, limits: limits)
-            let payload: [(String, JSONValue)]
+            let payload: [(String, JSONValue)]?
             if parsed == .ping {
                 payload = [("pong", true)]
             } else {
@@ -110,9 +119,17 @@ final class RequestProcessor: Sendable {
                     throw BackendError(.overloaded, "too many queued requests (limit \(limits.maxQueuedRequests)); retry later")
                 }
                 defer { metrics.release() }
-                payload = try await perform(parsed, fields)
+                if parsed.buildsLargeResponses {
+                    let requestId = id
+                    response = try await withTaskExecutorPreference(globalConcurrentExecutor) {
+                        Self.successLine(id: requestId, try await perform(parsed, fields))
+                    }
+                    payload = nil
+                } else {
+                    payload = try await perform(parsed, fields)
+                }
             }
-            response = Self.successLine(id: id, payload)
+            if let payload { response = Self.successLine(id: id, payload) }
         } catch {
             let be = Self.backendError(error)
             failure = be.code
