@@ -20,6 +20,8 @@ public struct LatencyRecorder: Sendable {
 
     public mutating func record(milliseconds: Double) { record(seconds: milliseconds / 1000) }
 
+    public mutating func record(_ duration: Duration) { record(seconds: duration.seconds) }
+
     public var count: Int { Int(histogram.totalCount) }
 
     public var summary: LatencySummary {
@@ -29,6 +31,13 @@ public struct LatencyRecorder: Sendable {
                               p99: ms(histogram.valueAtPercentile(99)), max: ms(histogram.max),
                               mean: histogram.mean / 1e6, count: count)
     }
+}
+
+extension Duration {
+    /// The duration in seconds, as a Double.
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+    /// The duration in milliseconds, as a Double.
+    public var milliseconds: Double { seconds * 1000 }
 }
 
 /// Latency percentiles in milliseconds.

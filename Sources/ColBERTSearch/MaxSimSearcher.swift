@@ -387,7 +387,7 @@ public enum MaxSimSearcher {
 /// per-candidate row of all query tokens.
 final class ScoringScratch: @unchecked Sendable {
     // @unchecked: a scratch is used by one worker at a time; the pool's lock hands it over.
-    private(set) var capacity: Int
+    let capacity: Int
     private var best: UnsafeMutablePointer<Float>
     private var sum: UnsafeMutablePointer<Float>
     /// Last query token folded into `sum[d]`; -1 when d is not a candidate of this query.

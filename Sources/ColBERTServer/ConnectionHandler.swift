@@ -147,7 +147,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             nextSeq += 1
             switch frame {
             case .failure(let code, let message):
-                processor.metrics.record(op: nil, error: code, microseconds: 1)
+                processor.metrics.record(op: nil, error: code, elapsed: .microseconds(1))
                 slots.append(Slot(seq: seq, response: RequestProcessor.errorLine(id: .null, BackendError(code, message))))
             case .line(var buffer):
                 slots.append(Slot(seq: seq, response: nil))

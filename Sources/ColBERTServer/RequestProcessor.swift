@@ -93,7 +93,7 @@ final class RequestProcessor: Sendable {
         let start = ContinuousClock.now
         var id: JSONValue = .null
         var op: Operation?
-        var response: [UInt8] = []
+        let response: [UInt8]
         var failure: ErrorCode?
         do {
             let request: JSONValue
@@ -111,37 +111,30 @@ final class RequestProcessor: Sendable {
             }
             op = parsed
             let fields = RequestFields(request, limits: limits)
-            let payload: [(String, JSONValue)]?
             if parsed == .ping {
-                payload = [("pong", true)]
+                response = Self.successLine(id: id, [("pong", true)])
             } else {
                 guard metrics.admit() else {
                     throw BackendError(.overloaded, "too many queued requests (limit \(limits.maxQueuedRequests)); retry later")
                 }
                 defer { metrics.release() }
-                if parsed.buildsLargeResponses {
-                    let requestId = id
-                    response = try await withTaskExecutorPreference(globalConcurrentExecutor) {
-                        Self.successLine(id: requestId, try await perform(parsed, fields))
-                    }
-                    payload = nil
-                } else {
-                    payload = try await perform(parsed, fields)
+                // nil keeps the task's preference (its connection's event loop).
+                let requestId = id
+                response = try await withTaskExecutorPreference(parsed.buildsLargeResponses ? globalConcurrentExecutor : nil) {
+                    Self.successLine(id: requestId, try await perform(parsed, fields))
                 }
             }
-            if let payload { response = Self.successLine(id: id, payload) }
         } catch {
             let be = Self.backendError(error)
             failure = be.code
             response = Self.errorLine(id: id, be)
         }
         let elapsed = ContinuousClock.now - start
-        let us = UInt64(max(0, elapsed.components.seconds)) * 1_000_000 + UInt64(max(0, elapsed.components.attoseconds / 1_000_000_000_000))
-        metrics.record(op: op?.rawValue, error: failure, microseconds: us)
+        metrics.record(op: op?.rawValue, error: failure, elapsed: elapsed)
         if logger.logLevel <= .debug {
             logger.debug("request", metadata: [
                 "conn": "\(connection)", "id": "\(id.serialized().prefix(64))", "op": "\(op?.rawValue ?? "-")",
-                "ms": "\(Double(us) / 1000)", "error": "\(failure?.rawValue ?? "-")",
+                "ms": "\((elapsed.milliseconds * 1000).rounded() / 1000)", "error": "\(failure?.rawValue ?? "-")",
             ])
         }
         return response
@@ -265,9 +258,7 @@ final class RequestProcessor: Sendable {
     }
 
     static func ms(since start: ContinuousClock.Instant) -> JSONValue {
-        let d = ContinuousClock.now - start
-        let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) * 1e-15
-        return .number((ms * 1000).rounded() / 1000)
+        .number(((ContinuousClock.now - start).milliseconds * 1000).rounded() / 1000)
     }
 
     static func hitsJSON(_ hits: [SearchHit], k: Int) -> JSONValue {

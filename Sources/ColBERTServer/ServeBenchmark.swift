@@ -91,8 +91,7 @@ public enum ServeBenchmark {
                             errors += 1
                             if firstError == nil { firstError = "\(error)" }
                         }
-                        let d = ContinuousClock.now - t0
-                        let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) * 1e-15
+                        let ms = (ContinuousClock.now - t0).milliseconds
                         latencies.append(ms)
                         if let serverMs {
                             servers.append(serverMs)
@@ -112,9 +111,7 @@ public enum ServeBenchmark {
                 errors += e
                 if firstError == nil { firstError = f }
             }
-            let d = ContinuousClock.now - start
-            return Result(operations: all.count, errors: errors,
-                          seconds: Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18,
+            return Result(operations: all.count, errors: errors, seconds: (ContinuousClock.now - start).seconds,
                           latency: all.summary, server: server.count > 0 ? server.summary : nil,
                           overhead: overhead.count > 0 ? overhead.summary : nil, firstError: firstError)
         }

@@ -46,12 +46,12 @@ final class ServerMetrics: Sendable {
     var admitted: Int { state.withLock { $0.admitted } }
 
     /// Records one finished request; `op` is nil when the line never named a valid op.
-    func record(op: String?, error: ErrorCode?, microseconds: UInt64) {
+    func record(op: String?, error: ErrorCode?, elapsed: Duration) {
         let key = op ?? "invalid"
         state.withLock { s in
             s.requests[key, default: 0] += 1
             if let error { s.errors[error.rawValue, default: 0] += 1 }
-            s.latencies[key, default: LatencyRecorder()].record(nanoseconds: microseconds &* 1000)
+            s.latencies[key, default: LatencyRecorder()].record(elapsed)
         }
     }
 
@@ -67,10 +67,7 @@ final class ServerMetrics: Sendable {
     func connectionRejected() { state.withLock { $0.connectionsRejected += 1 } }
     var openConnections: Int { state.withLock { $0.connections } }
 
-    var uptimeSeconds: Double {
-        let d = ContinuousClock.now - started
-        return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-    }
+    var uptimeSeconds: Double { (ContinuousClock.now - started).seconds }
 
     /// The `server` object of a `stats` response.
     func snapshot() -> JSONValue {
