@@ -1,23 +1,114 @@
-/// One cluster's tokens as stored cluster-major: `count` internal document ids (UInt32, little
-/// endian, possibly unaligned) followed by `count` packed residual codes of `bytesPerCode` bytes.
-/// Pointers are valid only inside the closure that received the view.
+/// A run of one cluster's tokens as stored cluster-major (a chunk): `count` document ids, each
+/// `docBase` plus a UInt16 little-endian offset (ascending, possibly unaligned), then `count`
+/// packed residual codes of `bytesPerCode` bytes. Pointers are valid only inside the closure that
+/// received the view.
 public struct ClusterView {
     public let count: Int
-    public let docIds: UnsafeRawPointer
+    public let docBase: UInt32
+    public let docOffsets: UnsafeRawPointer
     public let codes: UnsafeRawPointer
     public let bytesPerCode: Int
 
-    public init(count: Int, docIds: UnsafeRawPointer, codes: UnsafeRawPointer, bytesPerCode: Int) {
+    public init(count: Int, docBase: UInt32, docOffsets: UnsafeRawPointer, codes: UnsafeRawPointer, bytesPerCode: Int) {
         self.count = count
-        self.docIds = docIds
+        self.docBase = docBase
+        self.docOffsets = docOffsets
         self.codes = codes
         self.bytesPerCode = bytesPerCode
     }
 
     @inlinable public func docId(_ i: Int) -> UInt32 {
-        UInt32(littleEndian: docIds.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self))
+        docBase &+ UInt32(UInt16(littleEndian: docOffsets.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)))
     }
     @inlinable public func code(_ i: Int) -> UnsafeRawPointer { codes + i * bytesPerCode }
+
+    /// Entries of `doc`: the range `lo..<hi` (empty when absent), by binary search.
+    public func entries(of doc: UInt32) -> Range<Int> {
+        guard count > 0, doc >= docBase, doc - docBase <= UInt32(UInt16.max) else { return 0..<0 }
+        let target = UInt16(doc - docBase)
+        func offset(_ i: Int) -> UInt16 { UInt16(littleEndian: docOffsets.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) }
+        var lo = 0, hi = count
+        while lo < hi { let m = (lo + hi) / 2; if offset(m) < target { lo = m + 1 } else { hi = m } }
+        var end = lo
+        while end < count && offset(end) == target { end += 1 }
+        return lo..<end
+    }
+}
+
+/// The stored form of a cluster chunk and how a cluster's sorted tokens are cut into chunks.
+///
+/// Record: count UInt32 LE, docBase UInt32 LE, count UInt16 LE doc-id offsets, count codes.
+/// Chunks are cut so that LMDB stores them without waste: a value of at most
+/// `inlineValueBytes` stays in a leaf page (two fit one page), a larger one takes whole 4 KiB
+/// overflow pages (less a 16-byte header), so big chunks are sized to fill their pages.
+public enum ClusterChunkLayout {
+    public static let headerBytes = 8
+    /// Largest value LMDB 0.9 keeps inline next to a 12-byte key on a 4 KiB page.
+    public static let inlineValueBytes = 2018
+    static let pageBytes = 4096, overflowHeaderBytes = 16, maxPages = 8
+    /// Doc ids of one chunk lie within `docBase ... docBase + maxSpan`.
+    public static let maxSpan = UInt32(UInt16.max)
+
+    public static func byteCount(count: Int, bytesPerCode: Int) -> Int {
+        headerBytes + count * (2 + bytesPerCode)
+    }
+
+    /// The chunk stored in `value`, or nil when its size does not match its header.
+    public static func view(_ value: UnsafeRawBufferPointer, bytesPerCode: Int) -> ClusterView? {
+        guard value.count >= headerBytes, let p = value.baseAddress else { return nil }
+        let n = Int(UInt32(littleEndian: p.loadUnaligned(as: UInt32.self)))
+        guard value.count == byteCount(count: n, bytesPerCode: bytesPerCode) else { return nil }
+        let base = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+        return ClusterView(count: n, docBase: base, docOffsets: p + headerBytes,
+                           codes: p + headerBytes + 2 * n, bytesPerCode: bytesPerCode)
+    }
+
+    /// Writes a chunk of `count` entries into `out` (`byteCount` bytes); `docId` must ascend and
+    /// span at most `maxSpan`.
+    public static func write(into out: UnsafeMutableRawPointer, count: Int, bytesPerCode: Int,
+                             docId: (Int) -> UInt32, code: (Int) -> UnsafeRawPointer) {
+        let base = count > 0 ? docId(0) : 0
+        out.storeBytes(of: UInt32(count).littleEndian, as: UInt32.self)
+        out.storeBytes(of: base.littleEndian, toByteOffset: 4, as: UInt32.self)
+        let codes = out + headerBytes + 2 * count
+        for i in 0..<count {
+            let offset = docId(i) &- base
+            precondition(offset <= maxSpan, "chunk doc ids span more than \(maxSpan)")
+            out.storeBytes(of: UInt16(offset).littleEndian, toByteOffset: headerBytes + 2 * i, as: UInt16.self)
+            (codes + i * bytesPerCode).copyMemory(from: code(i), byteCount: bytesPerCode)
+        }
+    }
+
+    /// Chunk sizes for `count` entries with ascending `docId`: runs within `maxSpan`, each either
+    /// small enough to stay inline or exactly filling 1 to 8 overflow pages.
+    public static func plan(count n: Int, bytesPerCode: Int, docId: (Int) -> UInt32) -> [Int] {
+        let entry = 2 + bytesPerCode
+        let inlineCap = max(1, (inlineValueBytes - headerBytes) / entry)
+        func pageCap(_ pages: Int) -> Int { (pages * pageBytes - overflowHeaderBytes - headerBytes) / entry }
+        var sizes: [Int] = []
+        var i = 0
+        while i < n {
+            // Longest run from i whose ids stay within the span (binary search: ids ascend).
+            let first = docId(i)
+            var lo = i + 1, hi = n
+            while lo < hi { let m = (lo + hi + 1) / 2; if docId(m - 1) &- first <= maxSpan { lo = m } else { hi = m - 1 } }
+            let avail = lo - i
+            var take: Int
+            if avail <= inlineCap {
+                take = avail
+            } else if avail < pageCap(1) {
+                let pieces = (avail + inlineCap - 1) / inlineCap
+                take = (avail + pieces - 1) / pieces
+            } else {
+                var pages = 1
+                while pages < maxPages && pageCap(pages + 1) <= avail { pages += 1 }
+                take = pageCap(pages)
+            }
+            sizes.append(take)
+            i += take
+        }
+        return sizes
+    }
 }
 
 /// One document's tokens as stored document-major: per token its centroid id (UInt32 little
@@ -55,8 +146,9 @@ public protocol IndexSnapshot {
     /// Exclusive upper bound of internal document ids ever assigned (ids may have gaps).
     var documentIdBound: UInt32 { get }
 
-    /// Calls `body` with the cluster's tokens (count 0 for an empty cluster).
-    func withCluster<R>(_ centroid: Int, _ body: (ClusterView) throws -> R) throws -> R
+    /// Calls `body` with each chunk of the cluster's tokens, in ascending document id order
+    /// (never for an empty cluster).
+    func forEachClusterChunk(_ centroid: Int, _ body: (ClusterView) throws -> Void) throws
     /// Calls `body` with the document's tokens, or nil when the id is not live.
     func withDocument<R>(_ docId: UInt32, _ body: (DocumentView?) throws -> R) throws -> R
     /// Visits every live document in increasing internal id order.

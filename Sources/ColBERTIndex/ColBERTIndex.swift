@@ -1,5 +1,6 @@
 import ColBERTCore
 import Foundation
+import Synchronization
 
 /// Everything needed to create an index: the trained centroids and codec plus fixed settings.
 public struct IndexConfiguration: Sendable {
@@ -61,7 +62,11 @@ public final class ColBERTIndex: @unchecked Sendable {
     let env: LMDBEnvironment
     let config: ConfigRecord
     let centroidStorage: UnsafeMutableBufferPointer<Float>
-    let meta, clusters, docs, ext2int, int2ext, stored: LMDBDatabase
+    let meta, docs, ext2int, int2ext, stored: LMDBDatabase
+    /// The two cluster databases; `Counters.clusterTable` says which one is in use.
+    let clusterTables: [LMDBDatabase]
+    /// Chunk directory of the latest snapshot a search used (see `ClusterDirectory`).
+    let directoryCache = Mutex<ClusterDirectory?>(nil)
 
     /// Row-major `K × dim` centroids, aligned; valid as long as the index object lives.
     public var centroids: UnsafeBufferPointer<Float> { UnsafeBufferPointer(centroidStorage) }
@@ -69,14 +74,14 @@ public final class ColBERTIndex: @unchecked Sendable {
     private init(env: LMDBEnvironment) throws {
         self.env = env
         path = env.path
-        meta = env.database("meta"); clusters = env.database("clusters"); docs = env.database("docs")
-        ext2int = env.database("ext2int"); int2ext = env.database("int2ext"); stored = env.database("stored")
-        let (config, codec, centroidValues) = try env.withReadTransaction { [meta] txn -> (ConfigRecord, ResidualCodec, [Float]) in
+        let meta = env.database("meta")
+        let (config, codec, centroidValues) = try env.withReadTransaction { txn -> (ConfigRecord, ResidualCodec, [Float]) in
             guard let c = try txn.get(meta, key: Schema.metaKey("config")) else { throw IndexError.notAnIndex(env.path) }
             let config = try JSONRecord.decode(ConfigRecord.self, c, what: "config")
             guard config.formatVersion == Schema.formatVersion else {
                 throw IndexError.unsupportedFormat(found: config.formatVersion, supported: Schema.formatVersion)
             }
+            guard Schema.databases.allSatisfy(env.hasDatabase) else { throw IndexError.corrupt("named databases are missing") }
             guard let cb = try txn.get(meta, key: Schema.metaKey("codec")) else { throw IndexError.corrupt("codec tables missing") }
             let tables = Schema.readFloatsLE(cb)
             let nCut = (1 << config.nbits) - 1
@@ -93,6 +98,10 @@ public final class ColBERTIndex: @unchecked Sendable {
             }
             return (config, codec, values)
         }
+        self.meta = meta
+        docs = env.database("docs"); ext2int = env.database("ext2int")
+        int2ext = env.database("int2ext"); stored = env.database("stored")
+        clusterTables = Schema.clusterTables.map(env.database)
         self.config = config
         self.codec = codec
         modelFingerprint = config.modelFingerprint
@@ -174,6 +183,12 @@ public final class ColBERTIndex: @unchecked Sendable {
         if let dim, dim != self.dim { throw IndexError.dimensionMismatch(index: self.dim, encoder: dim) }
     }
 
+    /// The cluster database in use according to `counters`.
+    func clusters(_ counters: Counters) throws -> LMDBDatabase {
+        guard clusterTables.indices.contains(counters.clusterTable) else { throw IndexError.corrupt("counters name cluster table \(counters.clusterTable)") }
+        return clusterTables[counters.clusterTable]
+    }
+
     /// Runs `body` with a consistent read snapshot. Views handed out by the snapshot point into
     /// the memory map and are valid only inside `body`. Do not write to the index inside `body`.
     public func withSnapshot<R>(_ body: (IndexReadSnapshot) throws -> R) throws -> R {
@@ -182,7 +197,7 @@ public final class ColBERTIndex: @unchecked Sendable {
             // LMDB refreshes a named database's root on its first use in a transaction (a write
             // to the transaction); searches read one snapshot from several threads, so touch
             // every database here, on one thread, before handing the snapshot out.
-            for db in [clusters, docs, ext2int, int2ext, stored] {
+            for db in clusterTables + [docs, ext2int, int2ext, stored] {
                 _ = try txn.get(db, key: Keys.u32(0))
             }
             return try body(IndexReadSnapshot(index: self, txn: txn, counters: counters))
@@ -331,13 +346,11 @@ public final class ColBERTIndex: @unchecked Sendable {
             var result = BatchResult()
             var removals: [UInt32: [UInt32]] = [:]
 
+            let clusters = try clusters(counters)
             func removeDocument(_ d: UInt32) throws {
                 let key = Keys.u32(d)
-                if let rec = try txn.get(docs, key: key), rec.count >= 4 {
-                    let n = Int(Schema.u32LE(rec, 0))
-                    guard rec.count >= 4 + 4 * n else { throw IndexError.corrupt("document record \(d) is truncated") }
-                    var cs = Set<UInt32>()
-                    for i in 0..<n { cs.insert(Schema.u32LE(rec, 4 + 4 * i)) }
+                if let rec = try txn.get(docs, key: key) {
+                    guard let (n, cs) = Schema.decodeDocument(rec) else { throw IndexError.corrupt("document record \(d) is malformed") }
                     for c in cs { removals[c, default: []].append(d) }
                     counters.tokens -= n
                 }
@@ -363,32 +376,26 @@ public final class ColBERTIndex: @unchecked Sendable {
             for p in prepared {
                 if let d = try lookup(p.document.id) { try removeDocument(d); result.replaced += 1 }
             }
-            for (c, ids) in removals { try removeFromCluster(txn, centroid: c, docIds: Set(ids)) }
+            for (c, ids) in removals { try removeFromCluster(txn, clusters, centroid: c, docIds: Set(ids)) }
 
             // Inserts: fresh internal ids in increasing order keep every cluster sorted by doc id.
             guard UInt64(counters.nextDocId) + UInt64(prepared.count) < UInt64(UInt32.max) else {
                 throw IndexError.invalidOption("internal document ids exhausted; rebuild the index")
             }
-            let bpc = codec.bytesPerVector
             var internalIds = [UInt32](); internalIds.reserveCapacity(prepared.count)
             for p in prepared {
                 let d = counters.nextDocId
                 counters.nextDocId += 1
                 internalIds.append(d)
+                // Fresh ids sort after every existing key: appending packs the pages full.
                 let key = Keys.u32(d)
-                try txn.put(docs, key: key, reserving: 4 + p.count * (4 + bpc)) { buf in
-                    let b = buf.baseAddress!
-                    Schema.storeU32LE(b, 0, UInt32(p.count))
-                    for i in 0..<p.count { Schema.storeU32LE(b, 4 + 4 * i, p.centroidIds[i]) }
-                    p.codes.withUnsafeBytes { src in
-                        if let s = src.baseAddress { (b + 4 + 4 * p.count).copyMemory(from: s, byteCount: src.count) }
-                    }
-                }
+                try txn.put(docs, key: key, value: Schema.encodeDocument(tokens: p.count, centroids: Array(Set(p.centroidIds)).sorted()),
+                            append: true)
                 let idBytes = Array(p.document.id.utf8)
                 var ev = Keys.u32(0); Schema.storeU32LEArray(&ev, d); ev.append(contentsOf: idBytes)
                 try txn.put(ext2int, key: Schema.externalKey(p.document.id), value: ev)
-                try txn.put(int2ext, key: key, value: idBytes)
-                try txn.put(stored, key: key, value: Schema.encodeStored(p.document, storeText: storesText))
+                try txn.put(int2ext, key: key, value: idBytes, append: true)
+                try txn.put(stored, key: key, value: Schema.encodeStored(p.document, storeText: storesText), append: true)
                 counters.documents += 1
                 counters.tokens += p.count
                 switch origin {
@@ -400,47 +407,28 @@ public final class ColBERTIndex: @unchecked Sendable {
                 result.added += 1
                 result.tokens += p.count
             }
-            try appendToClusters(txn, prepared, internalIds: internalIds, counters: &counters)
+            try appendToClusters(txn, clusters, prepared, internalIds: internalIds, mergeTail: origin == .add, counters: &counters)
             try txn.put(meta, key: Schema.metaKey("counters"), value: try JSONRecord.encode(counters))
             if let progress, let progressBytes { try txn.put(meta, key: Schema.metaKey(progress.key), value: progressBytes) }
             return result
         }
     }
 
-    /// One cluster chunk copied out of the map: its key and token count.
-    private struct ChunkRef { var key: [UInt8]; var count: Int }
-
-    private func chunkRefs(_ txn: LMDBTransaction, centroid c: UInt32) throws -> [ChunkRef] {
-        var refs: [ChunkRef] = []
-        let prefix = Keys.u32(c)
-        try txn.scan(clusters, from: Keys.u32u64(c, 0)) { k, v in
-            guard k.count == 12, k[0] == prefix[0], k[1] == prefix[1], k[2] == prefix[2], k[3] == prefix[3] else { return false }
-            refs.append(ChunkRef(key: Array(k), count: v.count >= 4 ? Int(Schema.u32LE(v, 0)) : 0))
-            return true
-        }
-        return refs
-    }
-
-    private func removeFromCluster(_ txn: LMDBTransaction, centroid c: UInt32, docIds: Set<UInt32>) throws {
+    private func removeFromCluster(_ txn: LMDBTransaction, _ clusters: LMDBDatabase, centroid c: UInt32, docIds: Set<UInt32>) throws {
         let bpc = codec.bytesPerVector
         var rewrites: [([UInt8], [UInt8]?)] = []
         let prefix = Keys.u32(c)
         try txn.scan(clusters, from: Keys.u32u64(c, 0)) { k, v in
             guard k.count == 12, k[0] == prefix[0], k[1] == prefix[1], k[2] == prefix[2], k[3] == prefix[3] else { return false }
-            let n = Int(Schema.u32LE(v, 0))
-            guard v.count == 4 + n * (4 + bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
+            guard let view = ClusterChunkLayout.view(v, bytesPerCode: bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
             var keep: [Int] = []
-            for i in 0..<n where !docIds.contains(Schema.u32LE(v, 4 + 4 * i)) { keep.append(i) }
-            guard keep.count != n else { return true }
+            for i in 0..<view.count where !docIds.contains(view.docId(i)) { keep.append(i) }
+            guard keep.count != view.count else { return true }
             if keep.isEmpty { rewrites.append((Array(k), nil)); return true }
-            var out = [UInt8](repeating: 0, count: 4 + keep.count * (4 + bpc))
+            var out = [UInt8](repeating: 0, count: ClusterChunkLayout.byteCount(count: keep.count, bytesPerCode: bpc))
             out.withUnsafeMutableBytes { o in
-                let b = o.baseAddress!
-                Schema.storeU32LE(b, 0, UInt32(keep.count))
-                for (j, i) in keep.enumerated() {
-                    Schema.storeU32LE(b, 4 + 4 * j, Schema.u32LE(v, 4 + 4 * i))
-                    (b + 4 + 4 * keep.count + j * bpc).copyMemory(from: v.baseAddress! + 4 + 4 * n + i * bpc, byteCount: bpc)
-                }
+                ClusterChunkLayout.write(into: o.baseAddress!, count: keep.count, bytesPerCode: bpc,
+                                         docId: { view.docId(keep[$0]) }, code: { view.code(keep[$0]) })
             }
             rewrites.append((Array(k), out))
             return true
@@ -450,11 +438,12 @@ public final class ColBERTIndex: @unchecked Sendable {
         }
     }
 
-    /// Appends the batch's tokens to their clusters as new chunks, merging trailing chunks while
-    /// the previous one is at most twice the size of the growing one. Chunk sizes thus decrease
-    /// geometrically (≤ log2(n) + 1 chunks per cluster) and each token is rewritten O(log n) times.
-    private func appendToClusters(_ txn: LMDBTransaction, _ prepared: [PreparedDocument], internalIds: [UInt32],
-                                  counters: inout Counters) throws {
+    /// Appends the batch's tokens to their clusters as new chunks cut by `ClusterChunkLayout.plan`.
+    /// With `mergeTail` (adds), a cluster's last chunk is re-cut together with the new tokens
+    /// when it is small (stored inline), so small adds do not leave a trail of tiny chunks; a
+    /// build skips this and leaves the layout to the final `compact()`.
+    private func appendToClusters(_ txn: LMDBTransaction, _ clusters: LMDBDatabase, _ prepared: [PreparedDocument],
+                                  internalIds: [UInt32], mergeTail: Bool, counters: inout Counters) throws {
         let bpc = codec.bytesPerVector
         let k = centroidCount
         // Counting sort of (doc, token) by centroid; docs in id order keep each cluster ascending.
@@ -472,76 +461,102 @@ public final class ColBERTIndex: @unchecked Sendable {
                 refDoc[slot] = Int32(pi); refTok[slot] = Int32(t)
             }
         }
+        var tailIds: [UInt32] = [], tailCodes: [UInt8] = []
         for c in 0..<k where sizes[c + 1] > sizes[c] {
-            let lo = sizes[c], hi = sizes[c + 1], n = hi - lo
-            var refs = try chunkRefs(txn, centroid: UInt32(c))
-            var absorbed: [ChunkRef] = []
-            var merged = n
-            while let last = refs.last, last.count <= 2 * merged {
-                absorbed.insert(last, at: 0); merged += last.count; refs.removeLast()
-            }
-            // Copy absorbed chunks out before deleting them (pointers die with the next write).
-            var oldIds: [UInt8] = [], oldCodes: [UInt8] = []
-            for a in absorbed {
-                guard let v = try txn.get(clusters, key: a.key) else { continue }
-                let m = Int(Schema.u32LE(v, 0))
-                guard v.count == 4 + m * (4 + bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
-                oldIds.append(contentsOf: UnsafeRawBufferPointer(rebasing: v[4..<(4 + 4 * m)]))
-                oldCodes.append(contentsOf: UnsafeRawBufferPointer(rebasing: v[(4 + 4 * m)...]))
-            }
-            for a in absorbed { try txn.delete(clusters, key: a.key) }
-            let key: [UInt8]
-            if let first = absorbed.first { key = first.key } else {
-                key = Keys.u32u64(UInt32(c), counters.nextChunkSeq)
-                counters.nextChunkSeq += 1
-            }
-            let oldCount = oldIds.count / 4
-            let count = oldCount + n
-            try txn.put(clusters, key: key, reserving: 4 + count * (4 + bpc)) { buf in
-                let b = buf.baseAddress!
-                Schema.storeU32LE(b, 0, UInt32(count))
-                oldIds.withUnsafeBytes { if let s = $0.baseAddress { (b + 4).copyMemory(from: s, byteCount: $0.count) } }
-                let codeBase = b + 4 + 4 * count
-                oldCodes.withUnsafeBytes { if let s = $0.baseAddress { codeBase.copyMemory(from: s, byteCount: $0.count) } }
-                for j in 0..<n {
-                    let pi = Int(refDoc[lo + j]), t = Int(refTok[lo + j])
-                    Schema.storeU32LE(b, 4 + 4 * (oldCount + j), internalIds[pi])
-                    prepared[pi].codes.withUnsafeBytes { src in
-                        (codeBase + (oldCount + j) * bpc).copyMemory(from: src.baseAddress! + t * bpc, byteCount: bpc)
+            let lo = sizes[c], n = sizes[c + 1] - lo
+            // The cluster's last chunk joins the new tokens when it is small.
+            tailIds.removeAll(keepingCapacity: true); tailCodes.removeAll(keepingCapacity: true)
+            var firstKey: [UInt8]? = nil
+            if mergeTail, let last = try txn.last(clusters, before: Keys.u32u64(UInt32(c) &+ 1, 0)),
+               last.key.count == 12, Array(last.key.prefix(4)) == Keys.u32(UInt32(c)),
+               last.value.count <= ClusterChunkLayout.inlineValueBytes {
+                try last.value.withUnsafeBytes { v in
+                    guard let view = ClusterChunkLayout.view(v, bytesPerCode: bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
+                    for i in 0..<view.count {
+                        tailIds.append(view.docId(i))
+                        tailCodes.append(contentsOf: UnsafeRawBufferPointer(start: view.code(i), count: bpc))
                     }
+                }
+                try txn.delete(clusters, key: last.key)
+                firstKey = last.key
+            }
+            for j in lo..<(lo + n) {
+                let pi = Int(refDoc[j]), t = Int(refTok[j])
+                tailIds.append(internalIds[pi])
+                prepared[pi].codes.withUnsafeBytes { tailCodes.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[(t * bpc)..<((t + 1) * bpc)])) }
+            }
+            let plan = ClusterChunkLayout.plan(count: tailIds.count, bytesPerCode: bpc) { tailIds[$0] }
+            var at = 0
+            try tailCodes.withUnsafeBytes { tc in
+                for m in plan {
+                    let key: [UInt8]
+                    if let f = firstKey { key = f; firstKey = nil } else {
+                        key = Keys.u32u64(UInt32(c), counters.nextChunkSeq)
+                        counters.nextChunkSeq += 1
+                    }
+                    let from = at
+                    try txn.put(clusters, key: key, reserving: ClusterChunkLayout.byteCount(count: m, bytesPerCode: bpc)) { buf in
+                        ClusterChunkLayout.write(into: buf.baseAddress!, count: m, bytesPerCode: bpc,
+                                                 docId: { tailIds[from + $0] }, code: { tc.baseAddress! + (from + $0) * bpc })
+                    }
+                    at += m
                 }
             }
         }
     }
 
-    /// Merges every cluster's chunks into one record so that search reads each cluster in place.
-    /// Safe to interrupt: each transaction leaves a valid index.
-    public func compact(clustersPerTransaction: Int = 2048) throws {
+    /// Rewrites every cluster into the other cluster database, chunks cut afresh by
+    /// `ClusterChunkLayout.plan` and appended in key order so that pages fill up, then switches
+    /// to it: one transaction, so an interruption leaves the index as it was. Memory is bounded
+    /// by the largest cluster. The old database's pages become free pages of the file
+    /// (`compactFile` gives them back).
+    public func compact() throws {
         guard !env.readOnly else { throw IndexError.readOnly }
         let bpc = codec.bytesPerVector
-        var start = 0
-        while start < centroidCount {
-            let end = min(centroidCount, start + clustersPerTransaction)
-            try env.withWriteTransaction { txn in
-                for c in start..<end {
-                    let refs = try chunkRefs(txn, centroid: UInt32(c))
-                    guard refs.count > 1 else { continue }
-                    var ids: [UInt8] = [], codes: [UInt8] = []
-                    for r in refs {
-                        guard let v = try txn.get(clusters, key: r.key) else { continue }
-                        let m = Int(Schema.u32LE(v, 0))
-                        guard v.count == 4 + m * (4 + bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
-                        ids.append(contentsOf: UnsafeRawBufferPointer(rebasing: v[4..<(4 + 4 * m)]))
-                        codes.append(contentsOf: UnsafeRawBufferPointer(rebasing: v[(4 + 4 * m)...]))
+        try env.withWriteTransaction { txn in
+            var counters = try readCounters(txn)
+            let source = try clusters(counters)
+            let targetTable = 1 - counters.clusterTable
+            let target = clusterTables[targetTable]
+            try txn.clear(target)
+            var ids: [UInt32] = [], codes: [UInt8] = []
+            var current: UInt32? = nil
+            var maxChunks: UInt64 = 0
+            func flush() throws {
+                guard let c = current, !ids.isEmpty else { return }
+                let plan = ClusterChunkLayout.plan(count: ids.count, bytesPerCode: bpc) { ids[$0] }
+                maxChunks = max(maxChunks, UInt64(plan.count))
+                var at = 0
+                try codes.withUnsafeBytes { cb in
+                    for (seq, m) in plan.enumerated() {
+                        let from = at
+                        try txn.put(target, key: Keys.u32u64(c, UInt64(seq)),
+                                    reserving: ClusterChunkLayout.byteCount(count: m, bytesPerCode: bpc), append: true) { buf in
+                            ClusterChunkLayout.write(into: buf.baseAddress!, count: m, bytesPerCode: bpc,
+                                                     docId: { ids[from + $0] }, code: { cb.baseAddress! + (from + $0) * bpc })
+                        }
+                        at += m
                     }
-                    for r in refs { try txn.delete(clusters, key: r.key) }
-                    let count = ids.count / 4
-                    var value = Keys.u32(0); Schema.storeU32LEArray(&value, UInt32(count))
-                    value += ids; value += codes
-                    try txn.put(clusters, key: refs[0].key, value: value)
                 }
+                ids.removeAll(keepingCapacity: true); codes.removeAll(keepingCapacity: true)
             }
-            start = end
+            try txn.scan(source) { k, v in
+                guard k.count == 12 else { throw IndexError.corrupt("cluster key of \(k.count) bytes") }
+                let c = Keys.readU32(k)
+                guard Int(c) < centroidCount else { throw IndexError.corrupt("chunk of centroid \(c) out of range") }
+                if c != current { try flush(); current = c }
+                guard let view = ClusterChunkLayout.view(v, bytesPerCode: bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
+                for i in 0..<view.count {
+                    ids.append(view.docId(i))
+                    codes.append(contentsOf: UnsafeRawBufferPointer(start: view.code(i), count: bpc))
+                }
+                return true
+            }
+            try flush()
+            try txn.clear(source)
+            counters.clusterTable = targetTable
+            counters.nextChunkSeq = max(counters.nextChunkSeq, maxChunks)
+            try txn.put(meta, key: Schema.metaKey("counters"), value: try JSONRecord.encode(counters))
         }
     }
 }

@@ -94,6 +94,8 @@ final class LMDBEnvironment: @unchecked Sendable {
         for name in names {
             var dbi: MDB_dbi = 0
             let rc = mdb_dbi_open(txn, name, readOnly ? 0 : UInt32(MDB_CREATE), &dbi)
+            // Read-only, a database an older format lacks is left out; the caller checks the format.
+            if rc == MDB_NOTFOUND && readOnly && name != names.first { continue }
             if rc != 0 { mdb_txn_abort(txn); throw LMDBError(code: rc, operation: "opening database \(name)") }
             databases[name] = LMDBDatabase(dbi: dbi, name: name)
         }
@@ -114,6 +116,15 @@ final class LMDBEnvironment: @unchecked Sendable {
     func database(_ name: String) -> LMDBDatabase {
         guard let db = databases[name] else { preconditionFailure("database \(name) was not opened") }
         return db
+    }
+
+    func hasDatabase(_ name: String) -> Bool { databases[name] != nil }
+
+    /// Address of the memory map: views of one transaction id stay valid while it is unchanged.
+    var mapAddress: UInt {
+        var info = MDB_envinfo()
+        mdb_env_info(env, &info)
+        return UInt(bitPattern: info.me_mapaddr)
     }
 
     /// Runs `body` in a read transaction: a consistent snapshot, values read in place from the map.
@@ -292,24 +303,31 @@ struct LMDBTransaction {
         try key.withUnsafeBytes { try get(db, key: $0) }
     }
 
-    func put(_ db: LMDBDatabase, key: [UInt8], value: UnsafeRawBufferPointer) throws {
+    /// Id of this transaction's snapshot (the last committed write transaction it sees).
+    var id: Int { Int(mdb_txn_id(txn)) }
+
+    /// Writes `value` under `key`. `append`: the key sorts after every key of `db` (checked by
+    /// LMDB); pages then fill up completely instead of splitting in half.
+    func put(_ db: LMDBDatabase, key: [UInt8], value: UnsafeRawBufferPointer, append: Bool = false) throws {
         try key.withUnsafeBytes { kb in
             var k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
             var v = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
-            try LMDBError.check(mdb_put(txn, db.dbi, &k, &v, 0), "writing to \(db.name)")
+            try LMDBError.check(mdb_put(txn, db.dbi, &k, &v, append ? UInt32(MDB_APPEND) : 0), "writing to \(db.name)")
         }
     }
 
-    func put(_ db: LMDBDatabase, key: [UInt8], value: [UInt8]) throws {
-        try value.withUnsafeBytes { try put(db, key: key, value: $0) }
+    func put(_ db: LMDBDatabase, key: [UInt8], value: [UInt8], append: Bool = false) throws {
+        try value.withUnsafeBytes { try put(db, key: key, value: $0, append: append) }
     }
 
     /// Reserves `size` bytes for the value of `key` and lets `fill` write them in place.
-    func put(_ db: LMDBDatabase, key: [UInt8], reserving size: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
+    func put(_ db: LMDBDatabase, key: [UInt8], reserving size: Int, append: Bool = false,
+             _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
         try key.withUnsafeBytes { kb in
             var k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
             var v = MDB_val(mv_size: size, mv_data: nil)
-            try LMDBError.check(mdb_put(txn, db.dbi, &k, &v, UInt32(MDB_RESERVE)), "writing to \(db.name)")
+            let flags = UInt32(MDB_RESERVE) | (append ? UInt32(MDB_APPEND) : 0)
+            try LMDBError.check(mdb_put(txn, db.dbi, &k, &v, flags), "writing to \(db.name)")
             try fill(UnsafeMutableRawBufferPointer(start: v.mv_data, count: size))
         }
     }
@@ -337,6 +355,25 @@ struct LMDBTransaction {
         return LMDBDatabaseStat(entries: Int(st.ms_entries),
                                 pages: Int(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages),
                                 overflowPages: Int(st.ms_overflow_pages))
+    }
+
+    /// The entry with the greatest key below `key`, copied out (nil when there is none).
+    func last(_ db: LMDBDatabase, before key: [UInt8]) throws -> (key: [UInt8], value: [UInt8])? {
+        var cursor: OpaquePointer?
+        try LMDBError.check(mdb_cursor_open(txn, db.dbi, &cursor), "opening a cursor on \(db.name)")
+        guard let cursor else { return nil }
+        defer { mdb_cursor_close(cursor) }
+        var k = MDB_val(), v = MDB_val()
+        var rc = key.withUnsafeBytes { kb in
+            k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+            return mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE)
+        }
+        if rc == 0 { rc = mdb_cursor_get(cursor, &k, &v, MDB_PREV) }
+        else if rc == MDB_NOTFOUND { rc = mdb_cursor_get(cursor, &k, &v, MDB_LAST) }
+        if rc == MDB_NOTFOUND { return nil }
+        try LMDBError.check(rc, "seeking in \(db.name)")
+        return (Array(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size)),
+                Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)))
     }
 
     /// Visits entries in key order starting at the first key `>= from` (or the first key);

@@ -39,20 +39,24 @@ public enum IndexError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// On-disk layout (format version 1). Named LMDB databases:
+/// On-disk layout (format version 2). Named LMDB databases:
 /// - `meta`: string keys → `config` (JSON), `centroids` (K×dim F32 LE), `codec` (cutoffs then
 ///   weights, F32 LE), `counters` (JSON), `training` (JSON), `build`/`add` progress (JSON).
-/// - `clusters`: (centroid UInt32 BE, chunk sequence UInt64 BE) → ClusterView-shaped chunk:
-///   count UInt32 LE, count doc ids UInt32 LE (ascending), count packed codes.
-/// - `docs`: internal id UInt32 BE → DocumentView-shaped record: count UInt32 LE, count centroid
-///   ids UInt32 LE, count packed codes.
+/// - `clusters` and `clusters.b`, the active one named by the counters (compaction writes the
+///   other one afresh and switches): (centroid UInt32 BE, chunk sequence UInt64 BE) → a chunk in
+///   `ClusterChunkLayout`; a cluster's chunks in key order hold ascending document ids. These are
+///   the only copy of the packed codes.
+/// - `docs`: internal id UInt32 BE → token count UInt32 LE, number of distinct centroids UInt32
+///   LE, then those centroids ascending as LEB128 varints of their differences (the first as is).
+///   A document's codes are read back from those clusters.
 /// - `ext2int`: external id key (UTF-8 bytes, or 0xFF + SHA-256 when longer than 480 bytes) →
 ///   internal id UInt32 LE + the full external id (checked on lookup).
 /// - `int2ext`: internal id UInt32 BE → external id UTF-8.
 /// - `stored`: internal id UInt32 BE → title, text (optional) and metadata JSON.
 enum Schema {
-    static let formatVersion = 1
-    static let databases = ["meta", "clusters", "docs", "ext2int", "int2ext", "stored"]
+    static let formatVersion = 2
+    static let databases = ["meta", "clusters", "clusters.b", "docs", "ext2int", "int2ext", "stored"]
+    static let clusterTables = ["clusters", "clusters.b"]
     static let maxRawKeyBytes = 480
 
     static func metaKey(_ s: String) -> [UInt8] { Array(s.utf8) }
@@ -80,6 +84,49 @@ enum Schema {
 
     static func storeU32LE(_ p: UnsafeMutableRawPointer, _ offset: Int, _ v: UInt32) {
         p.storeBytes(of: v.littleEndian, toByteOffset: offset, as: UInt32.self)
+    }
+
+    /// A document record: its token count and distinct centroids (ascending).
+    static func encodeDocument(tokens: Int, centroids: [UInt32]) -> [UInt8] {
+        var out = [UInt8](); out.reserveCapacity(8 + centroids.count + centroids.count / 2)
+        withUnsafeBytes(of: UInt32(tokens).littleEndian) { out.append(contentsOf: $0) }
+        withUnsafeBytes(of: UInt32(centroids.count).littleEndian) { out.append(contentsOf: $0) }
+        var previous: UInt32 = 0
+        for c in centroids {
+            var x = c &- previous
+            previous = c
+            while x >= 0x80 { out.append(UInt8(x & 0x7F) | 0x80); x >>= 7 }
+            out.append(UInt8(x))
+        }
+        return out
+    }
+
+    /// Token count and distinct centroids of a document record; nil when malformed (truncated,
+    /// trailing bytes, or centroids not strictly ascending).
+    static func decodeDocument(_ p: UnsafeRawBufferPointer) -> (tokens: Int, centroids: [UInt32])? {
+        guard p.count >= 8 else { return nil }
+        let tokens = Int(u32LE(p, 0)), m = Int(u32LE(p, 4))
+        guard m <= tokens, m <= p.count - 8 else { return nil }
+        var out = [UInt32](); out.reserveCapacity(m)
+        var at = 8
+        var previous: UInt32 = 0
+        for i in 0..<m {
+            var x: UInt32 = 0, shift: UInt32 = 0
+            while true {
+                guard at < p.count, shift < 32 else { return nil }
+                let b = p[at]; at += 1
+                x |= UInt32(b & 0x7F) << shift
+                if b < 0x80 { break }
+                shift += 7
+            }
+            guard i == 0 || x > 0 else { return nil }
+            let (c, overflow) = previous.addingReportingOverflow(x)
+            guard !overflow else { return nil }
+            out.append(c)
+            previous = c
+        }
+        guard at == p.count, (m == 0) == (tokens == 0) else { return nil }
+        return (tokens, out)
     }
 
     /// Stored fields: flags byte (1 = text stored), title, text, metadata, each UInt32 LE length + bytes.
@@ -157,6 +204,8 @@ struct Counters: Codable, Equatable {
     var documents: Int = 0
     var tokens: Int = 0
     var nextChunkSeq: UInt64 = 0
+    /// Index into `Schema.clusterTables` of the cluster database in use.
+    var clusterTable: Int = 0
     /// Residual norm and reconstruction error sums of tokens indexed by builds and by adds.
     var builtTokens: Int = 0
     var builtResidualSum: Double = 0

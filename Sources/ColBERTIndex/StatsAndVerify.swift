@@ -41,8 +41,8 @@ public struct IndexStats: Codable, Sendable, Equatable {
     /// Bytes in the pages of all databases (branch, leaf, overflow); `file_size_bytes` minus this
     /// is free pages and LMDB's own metadata, which `colbert index compact` reclaims.
     public var livePageBytes: Int = 0
-    /// Least bytes per token of this format: both the cluster-major and the document-major record
-    /// hold every token's packed code plus a 4-byte id, 2 × (bytes per code + 4).
+    /// Least bytes per token of this format: the packed code plus the 2-byte document id offset
+    /// in its cluster chunk (document records add about one byte per distinct centroid).
     public var floorBytesPerToken: Double = 0
 
     enum CodingKeys: String, CodingKey {
@@ -88,6 +88,7 @@ extension ColBERTIndex {
             if let v = try txn.get(meta, key: Schema.metaKey("build")) {
                 complete = try JSONRecord.decode(FileProgress.self, v, what: "build").complete
             }
+            let clusters = try clusters(c)
             let cs = try txn.stat(clusters), ds = try txn.stat(docs)
             var nonEmpty = 0
             var lastCentroid: UInt32? = nil
@@ -122,37 +123,42 @@ extension ColBERTIndex {
                 buildMeanResidualNorm: buildMean, addedMeanResidualNorm: addedMean, addedTokens: c.addedTokens,
                 drift: drift, hint: hint, buildComplete: complete, mapSizeBytes: env.mapSize)
             stats.livePageBytes = livePages * usage.pageSize
-            stats.floorBytesPerToken = Double(2 * (codec.bytesPerVector + 4))
+            stats.floorBytesPerToken = Double(codec.bytesPerVector + 2)
             return stats
         }
     }
 
     /// Checks every invariant of the stored index and returns each violation found (empty: clean).
-    /// Cluster and document records are compared token by token through an order-independent
-    /// multiset hash of (centroid, code) per document, so memory stays O(documents).
+    /// Document records and clusters are compared per document by token count and an
+    /// order-independent hash of its distinct centroids, so memory stays O(documents).
     public func verify(maxViolations: Int = 1000) throws -> [IndexViolation] {
         var out: [IndexViolation] = []
         func report(_ kind: IndexViolation.Kind, _ message: String) {
             if out.count < maxViolations { out.append(IndexViolation(kind, message)) }
         }
         let bpc = codec.bytesPerVector
+        func centroidHash(_ c: UInt32) -> UInt64 { Self.centroidHash(c) }
         try env.withReadTransaction { txn in
             let c = try readCounters(txn)
-            // Per document: token count and hash sum from its record, then from the clusters.
+            guard Schema.clusterTables.indices.contains(c.clusterTable) else {
+                report(.metadata, "counters name cluster table \(c.clusterTable)")
+                return
+            }
+            let clusters = try clusters(c)
+            let idle = clusterTables[1 - c.clusterTable]
+            if try txn.stat(idle).entries != 0 { report(.clusterRecord, "the idle cluster table holds \(try txn.stat(idle).entries) chunks") }
+            // Per document: token count and distinct-centroid hash from its record, then from the clusters.
             var fromDocs: [UInt32: (Int, UInt64)] = [:]
             var docTokens = 0
             try txn.scan(docs) { k, v in
                 guard k.count == 4 else { report(.documentRecord, "key of \(k.count) bytes"); return true }
                 let d = Keys.readU32(k)
                 if d >= c.nextDocId { report(.documentRecord, "document \(d) is at or above the id bound \(c.nextDocId)") }
-                guard v.count >= 4 else { report(.documentRecord, "document \(d): truncated record"); return true }
-                let n = Int(Schema.u32LE(v, 0))
-                guard v.count == 4 + n * (4 + bpc) else { report(.documentRecord, "document \(d): record of \(v.count) bytes for \(n) tokens"); return true }
+                guard let (n, cs) = Schema.decodeDocument(v) else { report(.documentRecord, "document \(d): malformed record"); return true }
                 var h: UInt64 = 0
-                for i in 0..<n {
-                    let cid = Schema.u32LE(v, 4 + 4 * i)
-                    if Int(cid) >= centroidCount { report(.documentRecord, "document \(d) token \(i): centroid \(cid) out of range") }
-                    h &+= Self.tokenHash(centroid: cid, code: v.baseAddress! + 4 + 4 * n + i * bpc, bytes: bpc)
+                for cid in cs {
+                    if Int(cid) >= centroidCount { report(.documentRecord, "document \(d): centroid \(cid) out of range") }
+                    h &+= centroidHash(cid)
                 }
                 fromDocs[d] = (n, h)
                 docTokens += n
@@ -165,19 +171,20 @@ extension ColBERTIndex {
                 guard k.count == 12 else { report(.clusterRecord, "key of \(k.count) bytes"); return true }
                 let cid = Keys.readU32(k)
                 if Int(cid) >= centroidCount { report(.clusterRecord, "chunk of centroid \(cid) out of range") }
-                guard v.count >= 4 else { report(.clusterRecord, "cluster \(cid): truncated chunk"); return true }
-                let n = Int(Schema.u32LE(v, 0))
-                guard v.count == 4 + n * (4 + bpc) else { report(.clusterRecord, "cluster \(cid): chunk of \(v.count) bytes for \(n) tokens"); return true }
-                if n == 0 { report(.clusterRecord, "cluster \(cid): empty chunk") }
-                for i in 0..<n {
-                    let d = Schema.u32LE(v, 4 + 4 * i)
-                    if let (pc, pd) = previous, pc == cid, d < pd { report(.clusterRecord, "cluster \(cid): document ids not ascending (\(d) after \(pd))") }
+                guard let view = ClusterChunkLayout.view(v, bytesPerCode: bpc) else { report(.clusterRecord, "cluster \(cid): chunk of \(v.count) bytes does not match its header"); return true }
+                if view.count == 0 { report(.clusterRecord, "cluster \(cid): empty chunk") }
+                for i in 0..<view.count {
+                    let d = view.docId(i)
+                    var firstInCluster = true
+                    if let (pc, pd) = previous, pc == cid {
+                        if d < pd { report(.clusterRecord, "cluster \(cid): document ids not ascending (\(d) after \(pd))") }
+                        firstInCluster = d != pd
+                    }
                     previous = (cid, d)
-                    let h = Self.tokenHash(centroid: cid, code: v.baseAddress! + 4 + 4 * n + i * bpc, bytes: bpc)
                     let e = fromClusters[d] ?? (0, 0)
-                    fromClusters[d] = (e.0 + 1, e.1 &+ h)
+                    fromClusters[d] = (e.0 + 1, firstInCluster ? e.1 &+ centroidHash(cid) : e.1)
                 }
-                clusterTokens += n
+                clusterTokens += view.count
                 return true
             }
             if docTokens != c.tokens { report(.counts, "document records hold \(docTokens) tokens, counters say \(c.tokens)") }
@@ -186,7 +193,7 @@ extension ColBERTIndex {
             for (d, (n, h)) in fromDocs {
                 let (cn, ch) = fromClusters[d] ?? (0, 0)
                 if cn != n { report(.mismatch, "document \(d): \(n) tokens in its record, \(cn) in clusters") }
-                else if ch != h { report(.mismatch, "document \(d): centroids or codes differ between its record and the clusters") }
+                else if ch != h { report(.mismatch, "document \(d): its record and the clusters name different centroids") }
             }
             for d in fromClusters.keys where fromDocs[d] == nil { report(.mismatch, "clusters hold tokens of document \(d), which has no record") }
 
@@ -234,12 +241,11 @@ extension ColBERTIndex {
         return out
     }
 
-    /// FNV-1a over (centroid, code): summed per document it is an order-independent multiset hash.
-    static func tokenHash(centroid: UInt32, code: UnsafeRawPointer, bytes: Int) -> UInt64 {
+    /// FNV-1a over a centroid id: summed per document it is an order-independent set hash.
+    static func centroidHash(_ centroid: UInt32) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         var c = centroid
         for _ in 0..<4 { h = (h ^ UInt64(c & 0xFF)) &* 0x100_0000_01b3; c >>= 8 }
-        for i in 0..<bytes { h = (h ^ UInt64(code.load(fromByteOffset: i, as: UInt8.self))) &* 0x100_0000_01b3 }
         // Final avalanche so sums of similar hashes do not cancel.
         h ^= h >> 33; h &*= 0xff51_afd7_ed55_8ccd; h ^= h >> 33
         return h

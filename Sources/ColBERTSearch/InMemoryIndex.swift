@@ -11,10 +11,11 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
     public let documentIdBound: UInt32
 
     private let centroidStorage: UnsafeMutableBufferPointer<Float>
-    // Cluster-major: tokens of cluster c at clusterOffsets[c] ..< clusterOffsets[c + 1].
-    private let clusterOffsets: [Int]
-    private let clusterDocIds: UnsafeMutableRawBufferPointer
-    private let clusterCodes: UnsafeMutableRawBufferPointer
+    // Cluster-major, in the stored chunk layout: chunks of cluster c are chunkFirst[c] ..<
+    // chunkFirst[c + 1], chunk j at chunkBytes[chunkStart[j] ..< chunkStart[j + 1]].
+    private let chunkFirst: [Int]
+    private let chunkStart: [Int]
+    private let chunkBytes: UnsafeMutableRawBufferPointer
     // Document-major: tokens of the document in row `docRow[id]` at docOffsets[row] ..< +1.
     private let docRow: [Int32]
     private let docOffsets: [Int]
@@ -136,28 +137,49 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
 
         var clusterOffsets = [Int](repeating: 0, count: K + 1)
         for c in 0..<K { clusterOffsets[c + 1] = clusterOffsets[c] + clusterCounts[c] }
-        self.clusterOffsets = clusterOffsets
-        let clusterDocIds = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, totalTokens * 4), alignment: 4)
-        let clusterCodes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, totalTokens * bpc), alignment: 8)
-        self.clusterDocIds = clusterDocIds
-        self.clusterCodes = clusterCodes
+        // Tokens grouped by cluster, each group in document id order.
+        var entryDoc = [UInt32](repeating: 0, count: totalTokens)
+        var entryToken = [Int](repeating: 0, count: totalTokens)
         var fill = Array(clusterOffsets.dropLast())
         for (row, i) in order.enumerated() {
             for t in docOffsets[row]..<docOffsets[row + 1] {
                 let c = Int(docCentroids.load(fromByteOffset: t * 4, as: UInt32.self))
-                let at = fill[c]
+                entryDoc[fill[c]] = ids[i]
+                entryToken[fill[c]] = t
                 fill[c] += 1
-                clusterDocIds.storeBytes(of: ids[i].littleEndian, toByteOffset: at * 4, as: UInt32.self)
-                (clusterCodes.baseAddress! + at * bpc).copyMemory(from: docCodes.baseAddress! + t * bpc, byteCount: bpc)
             }
         }
+        var chunkFirst = [0], chunkStart = [0]
+        var plans: [[Int]] = []
+        for c in 0..<K {
+            let lo = clusterOffsets[c]
+            let plan = ClusterChunkLayout.plan(count: clusterCounts[c], bytesPerCode: bpc) { entryDoc[lo + $0] }
+            for n in plan { chunkStart.append(chunkStart[chunkStart.count - 1] + ClusterChunkLayout.byteCount(count: n, bytesPerCode: bpc)) }
+            chunkFirst.append(chunkFirst[c] + plan.count)
+            plans.append(plan)
+        }
+        let chunkBytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, chunkStart[chunkStart.count - 1]), alignment: 8)
+        var chunk = 0
+        for c in 0..<K {
+            var at = clusterOffsets[c]
+            for n in plans[c] {
+                let from = at
+                ClusterChunkLayout.write(into: chunkBytes.baseAddress! + chunkStart[chunk], count: n, bytesPerCode: bpc,
+                                         docId: { entryDoc[from + $0] },
+                                         code: { UnsafeRawPointer(docCodes.baseAddress! + entryToken[from + $0] * bpc) })
+                at += n
+                chunk += 1
+            }
+        }
+        self.chunkFirst = chunkFirst
+        self.chunkStart = chunkStart
+        self.chunkBytes = chunkBytes
         codes.deallocate()
     }
 
     deinit {
         centroidStorage.deallocate()
-        clusterDocIds.deallocate()
-        clusterCodes.deallocate()
+        chunkBytes.deallocate()
         docCentroids.deallocate()
         docCodes.deallocate()
     }
@@ -165,15 +187,13 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
     /// Number of tokens stored.
     public var tokenCount: Int { docOffsets.last ?? 0 }
 
-    public func withCluster<R>(_ centroid: Int, _ body: (ClusterView) throws -> R) throws -> R {
-        guard centroid >= 0, centroid < centroidCount else {
-            return try body(ClusterView(count: 0, docIds: UnsafeRawPointer(clusterDocIds.baseAddress!),
-                                        codes: UnsafeRawPointer(clusterCodes.baseAddress!), bytesPerCode: codec.bytesPerVector))
+    public func forEachClusterChunk(_ centroid: Int, _ body: (ClusterView) throws -> Void) throws {
+        guard centroid >= 0, centroid < centroidCount else { return }
+        for j in chunkFirst[centroid]..<chunkFirst[centroid + 1] {
+            let bytes = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(chunkBytes)[chunkStart[j]..<chunkStart[j + 1]])
+            guard let view = ClusterChunkLayout.view(bytes, bytesPerCode: codec.bytesPerVector) else { continue }
+            try body(view)
         }
-        let a = clusterOffsets[centroid], b = clusterOffsets[centroid + 1]
-        let bpc = codec.bytesPerVector
-        return try body(ClusterView(count: b - a, docIds: UnsafeRawPointer(clusterDocIds.baseAddress! + a * 4),
-                                    codes: UnsafeRawPointer(clusterCodes.baseAddress! + a * bpc), bytesPerCode: bpc))
     }
 
     public func withDocument<R>(_ docId: UInt32, _ body: (DocumentView?) throws -> R) throws -> R {

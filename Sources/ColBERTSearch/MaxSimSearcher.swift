@@ -12,7 +12,7 @@ import Synchronization
 /// one and zero are options. On synthetic data (1.2M tokens, 16K centroids) best-unselected and
 /// last-selected gave the same recall within 0.01 at every nprobe, so WARP's rule stays.
 ///
-/// With `threads > 1` the snapshot's `withCluster` / `withDocument` are called concurrently from
+/// With `threads > 1` the snapshot's `forEachClusterChunk` / `withDocument` are called concurrently from
 /// several threads, and OpenBLAS is switched to one thread (process-wide) so that its pool does
 /// not fight ours; callers that want multithreaded BLAS afterwards set it back.
 public enum MaxSimSearcher {
@@ -252,17 +252,19 @@ public enum MaxSimSearcher {
                                 for j in 0..<probeCounts[i] {
                                     let c = Int(probeIds[i * nprobe + j])
                                     let base = s[i * K + c]
-                                    try index.withCluster(c) { view in
-                                        guard view.count == 0 || view.bytesPerCode == bytesPerCode else {
+                                    // Inverse norms of the cluster's tokens follow its chunks in order.
+                                    var at = normalize ? try norms.offset(of: c, index: index, centroid: C + c * dim) : 0
+                                    try index.forEachClusterChunk(c) { view in
+                                        guard view.bytesPerCode == bytesPerCode else {
                                             throw SearchError.invalidParameter("cluster \(c) has \(view.bytesPerCode)-byte codes, the codec expects \(bytesPerCode)")
                                         }
                                         if normalize {
-                                            let off = norms.offset(of: c, view: view, centroid: C + c * dim)
                                             norms.store.withUnsafeBufferPointer { nb in
                                                 scratch.score(view, base: base, lut: lut, bytesPerCode: bytesPerCode,
                                                               worker: w, workers: workers, allowed: allowed,
-                                                              inverseNorms: nb.baseAddress! + off)
+                                                              inverseNorms: nb.baseAddress! + at)
                                             }
+                                            at += view.count
                                         } else {
                                             scratch.score(view, base: base, lut: lut, bytesPerCode: bytesPerCode,
                                                           worker: w, workers: workers, allowed: allowed, inverseNorms: nil)
@@ -544,23 +546,22 @@ struct NormCache {
         }
     }
 
-    /// Offset in `store` of the cluster's per-token inverse norms, computing them on first use.
-    mutating func offset(of c: Int, view: ClusterView, centroid: UnsafePointer<Float>) -> Int {
+    /// Offset in `store` of the cluster's per-token inverse norms (its chunks' tokens in order),
+    /// computing them on first use.
+    mutating func offset<S: IndexSnapshot>(of c: Int, index: S, centroid: UnsafePointer<Float>) throws -> Int {
         if offsets[c] >= 0 { return offsets[c] }
         let off = store.count
         offsets[c] = off
-        let n = view.count
-        guard n > 0 else { return off }
         let dim = codec.dim, bytes = codec.bytesPerVector
         var cc: Float = 0
         for d in 0..<dim {
             cc += centroid[d] * centroid[d]
             twice[d] = 2 * centroid[d]
         }
-        store.append(contentsOf: repeatElement(0, count: n))
         let codec = self.codec
-        twice.withUnsafeBufferPointer { tw in
-            table.withUnsafeMutableBufferPointer { tb in
+        var inverse: [Float] = []
+        try twice.withUnsafeBufferPointer { tw in
+            try table.withUnsafeMutableBufferPointer { tb in
                 LookupTables.fill(codec: codec, query: tw.baseAddress!, table: tb.baseAddress!)
                 squares.withUnsafeBufferPointer { sq in
                     for p in 0..<bytes {
@@ -568,14 +569,16 @@ struct NormCache {
                         for b in 0..<256 { row[b] += sq[b] }
                     }
                 }
-                store.withUnsafeMutableBufferPointer { st in
-                    for t in 0..<n {
+                try index.forEachClusterChunk(c) { view in
+                    guard view.bytesPerCode == bytes else { return }
+                    for t in 0..<view.count {
                         let sq = cc + LookupTables.sum(UnsafePointer(tb.baseAddress!), view.code(t), bytes: bytes)
-                        st[off + t] = 1 / max(max(sq, 0).squareRoot(), 1e-12)
+                        inverse.append(1 / max(max(sq, 0).squareRoot(), 1e-12))
                     }
                 }
             }
         }
+        store += inverse
         return off
     }
 }
