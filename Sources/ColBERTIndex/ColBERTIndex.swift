@@ -506,7 +506,8 @@ public final class ColBERTIndex: @unchecked Sendable {
     }
 
     /// Rewrites every cluster into the other cluster database, chunks cut afresh by
-    /// `ClusterChunkLayout.plan` and appended in key order so that pages fill up, then switches
+    /// `ClusterChunkLayout.plan` to fill whole pages (leaf pages too, appending in key order),
+    /// then switches
     /// to it: one transaction, so an interruption leaves the index as it was. Memory is bounded
     /// by the largest cluster. The old database's pages become free pages of the file
     /// (`compactFile` gives them back).
@@ -522,9 +523,10 @@ public final class ColBERTIndex: @unchecked Sendable {
             var ids: [UInt32] = [], codes: [UInt8] = []
             var current: UInt32? = nil
             var maxChunks: UInt64 = 0
+            var packing: ClusterChunkLayout.LeafPacking? = ClusterChunkLayout.LeafPacking()
             func flush() throws {
                 guard let c = current, !ids.isEmpty else { return }
-                let plan = ClusterChunkLayout.plan(count: ids.count, bytesPerCode: bpc) { ids[$0] }
+                let plan = ClusterChunkLayout.plan(count: ids.count, bytesPerCode: bpc, docId: { ids[$0] }, packing: &packing)
                 maxChunks = max(maxChunks, UInt64(plan.count))
                 var at = 0
                 try codes.withUnsafeBytes { cb in

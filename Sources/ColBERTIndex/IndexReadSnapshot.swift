@@ -13,9 +13,11 @@ final class ClusterDirectory: @unchecked Sendable {
     let transactionId: Int
     let mapAddress: UInt
     let table: Int
-    /// Chunks of cluster c are `chunks[first[c] ..< first[c + 1]]`.
+    /// Chunks of cluster c are `chunks[first[c] ..< first[c + 1]]`; `lastDocs[j]` is the last
+    /// document id of chunk j (kept here so that finding a document's chunk reads no chunk).
     let first: [Int]
     let chunks: [ClusterView]
+    let lastDocs: [UInt32]
 
     init(txn: LMDBTransaction, database: LMDBDatabase, table: Int, mapAddress: UInt, centroids: Int, bytesPerCode: Int) throws {
         transactionId = txn.id
@@ -23,6 +25,7 @@ final class ClusterDirectory: @unchecked Sendable {
         self.table = table
         var first = [Int](repeating: 0, count: centroids + 1)
         var chunks: [ClusterView] = []
+        var lastDocs: [UInt32] = []
         var previous = -1
         var lastDoc: UInt32 = 0
         try txn.scan(database) { k, v in
@@ -38,11 +41,47 @@ final class ClusterDirectory: @unchecked Sendable {
             while previous < c { previous += 1; first[previous] = chunks.count }
             chunks.append(view)
             lastDoc = view.docId(view.count - 1)
+            lastDocs.append(lastDoc)
             return true
         }
         while previous < centroids { previous += 1; first[previous] = chunks.count }
         self.first = first
         self.chunks = chunks
+        self.lastDocs = lastDocs
+    }
+
+    /// Copies the tokens of `doc` in cluster `c` to `out` (centroid ids) and `codes`, from
+    /// `at` on, without writing at or past `limit`; returns the new `at`, or nil past `limit`.
+    @inline(__always)
+    func gather(doc: UInt32, cluster c: Int, into out: UnsafeMutableRawPointer, codes: UnsafeMutableRawPointer,
+                at start: Int, limit: Int, bytesPerCode bpc: Int) -> Int? {
+        let lo = first[c], hi = first[c + 1]
+        // First chunk whose last id is >= doc, then forward while chunks start at or below it.
+        var a = lo, b = hi
+        while a < b {
+            let m = (a + b) / 2
+            if lastDocs[m] < doc { a = m + 1 } else { b = m }
+        }
+        var at = start
+        var j = a
+        let words = bpc % 8 == 0 ? bpc / 8 : 0
+        while j < hi, chunks[j].docBase <= doc {
+            let v = chunks[j]
+            for i in v.entries(of: doc) {
+                guard at < limit else { return nil }
+                out.storeBytes(of: UInt32(c).littleEndian, toByteOffset: 4 * at, as: UInt32.self)
+                let from = v.code(i), to = codes + bpc * at
+                if words > 0 {
+                    // A few words: cheaper than a memmove call per token.
+                    for w in 0..<words { to.storeBytes(of: from.loadUnaligned(fromByteOffset: 8 * w, as: UInt64.self), toByteOffset: 8 * w, as: UInt64.self) }
+                } else {
+                    to.copyMemory(from: from, byteCount: bpc)
+                }
+                at += 1
+            }
+            j += 1
+        }
+        return at
     }
 }
 
@@ -119,25 +158,10 @@ public struct IndexReadSnapshot: IndexSnapshot {
             var at = 0
             for c in centroidIds {
                 guard Int(c) < index.centroidCount else { throw IndexError.corrupt("document \(docId): centroid \(c) out of range") }
-                let lo = d.first[Int(c)], hi = d.first[Int(c) + 1]
-                // First chunk whose last id is >= docId, then forward while chunks start at or below it.
-                var a = lo, b = hi
-                while a < b {
-                    let m = (a + b) / 2
-                    let v = d.chunks[m]
-                    if v.docId(v.count - 1) < docId { a = m + 1 } else { b = m }
+                guard let next = d.gather(doc: docId, cluster: Int(c), into: out, codes: out + 4 * n, at: at, limit: n, bytesPerCode: bpc) else {
+                    throw IndexError.corrupt("document \(docId): clusters hold more than its \(n) tokens")
                 }
-                var j = a
-                while j < hi, d.chunks[j].docBase <= docId {
-                    let v = d.chunks[j]
-                    for i in v.entries(of: docId) {
-                        guard at < n else { throw IndexError.corrupt("document \(docId): clusters hold more than its \(n) tokens") }
-                        out.storeBytes(of: c.littleEndian, toByteOffset: 4 * at, as: UInt32.self)
-                        (out + 4 * n + bpc * at).copyMemory(from: v.code(i), byteCount: bpc)
-                        at += 1
-                    }
-                    j += 1
-                }
+                at = next
             }
             guard at == n else { throw IndexError.corrupt("document \(docId): its record has \(n) tokens, its clusters \(at)") }
             return try body(DocumentView(count: n, centroidIds: UnsafeRawPointer(out), codes: UnsafeRawPointer(out + 4 * n), bytesPerCode: bpc))
@@ -147,6 +171,55 @@ public struct IndexReadSnapshot: IndexSnapshot {
     public func withDocument<R>(_ docId: UInt32, _ body: (DocumentView?) throws -> R) throws -> R {
         guard let v = try txn.get(index.docs, key: Keys.u32(docId)) else { return try body(nil) }
         return try gather(docId, record: v) { try body($0) }
+    }
+
+    /// Gathers all the documents in one pass over their clusters in centroid order, so that the
+    /// reads sweep the cluster database forward instead of jumping between clusters per document.
+    public func withDocuments<R>(_ docIds: [UInt32], _ body: ([DocumentView?]) throws -> R) throws -> R {
+        let bpc = index.codec.bytesPerVector
+        let d = try directory()
+        var tokenStart = [Int](repeating: 0, count: docIds.count + 1)
+        var live = [Bool](repeating: false, count: docIds.count)
+        // (centroid << 32 | position in docIds) for every distinct centroid of every document.
+        var pairs: [UInt64] = []
+        for (k, id) in docIds.enumerated() {
+            var n = 0
+            if let v = try txn.get(index.docs, key: Keys.u32(id)) {
+                guard let (count, centroidIds) = Schema.decodeDocument(v) else { throw IndexError.corrupt("document record \(id) is malformed") }
+                for c in centroidIds {
+                    guard Int(c) < index.centroidCount else { throw IndexError.corrupt("document \(id): centroid \(c) out of range") }
+                    pairs.append(UInt64(c) << 32 | UInt64(k))
+                }
+                n = count
+                live[k] = true
+            }
+            tokenStart[k + 1] = tokenStart[k] + n
+        }
+        pairs.sort()
+        let total = tokenStart[docIds.count]
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, total * (4 + bpc)), alignment: 16)
+        defer { buffer.deallocate() }
+        let codes = buffer + 4 * total
+        var filled = tokenStart
+        for pair in pairs {
+            let c = Int(pair >> 32), k = Int(pair & 0xFFFF_FFFF)
+            guard let next = d.gather(doc: docIds[k], cluster: c, into: buffer, codes: codes, at: filled[k],
+                                      limit: tokenStart[k + 1], bytesPerCode: bpc) else {
+                throw IndexError.corrupt("document \(docIds[k]): clusters hold more than its \(tokenStart[k + 1] - tokenStart[k]) tokens")
+            }
+            filled[k] = next
+        }
+        var views: [DocumentView?] = []
+        views.reserveCapacity(docIds.count)
+        for k in docIds.indices {
+            guard live[k] else { views.append(nil); continue }
+            guard filled[k] == tokenStart[k + 1] else {
+                throw IndexError.corrupt("document \(docIds[k]): its record has \(tokenStart[k + 1] - tokenStart[k]) tokens, its clusters \(filled[k] - tokenStart[k])")
+            }
+            let s = tokenStart[k], n = tokenStart[k + 1] - s
+            views.append(DocumentView(count: n, centroidIds: UnsafeRawPointer(buffer + 4 * s), codes: UnsafeRawPointer(codes + bpc * s), bytesPerCode: bpc))
+        }
+        return try body(views)
     }
 
     public func forEachDocument(_ body: (UInt32, DocumentView) throws -> Void) throws {

@@ -201,6 +201,13 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
         return try body(view(row: Int(docRow[Int(docId)])))
     }
 
+    public func withDocuments<R>(_ docIds: [UInt32], _ body: ([DocumentView?]) throws -> R) throws -> R {
+        try body(docIds.map { id in
+            guard Int(id) < docRow.count, docRow[Int(id)] >= 0 else { return nil }
+            return view(row: Int(docRow[Int(id)]))
+        })
+    }
+
     public func forEachDocument(_ body: (UInt32, DocumentView) throws -> Void) throws {
         for (row, id) in liveIds.enumerated() { try body(id, view(row: row)) }
     }

@@ -122,7 +122,6 @@ public enum MaxSimSearcher {
         let scorer: ExactScorer
         var rowMax: [Float]
         var top: TopK
-        var error: (any Error)?
         init(dim: Int, codec: ResidualCodec, rows: Int, capacity: Int) {
             scorer = ExactScorer(dim: dim, codec: codec)
             rowMax = [Float](repeating: 0, count: rows)
@@ -347,33 +346,25 @@ public enum MaxSimSearcher {
         let C = index.centroids.baseAddress!
         let w = max(1, min(workers, docs.count))
         let slots = (0..<w).map { _ in RerankSlot(dim: index.dim, codec: index.codec, rows: nq, capacity: k) }
-        runWorkers(w) { wi in
-            let slot = slots[wi]
-            var j = wi
-            do {
+        try index.withDocuments(docs) { views in
+            runWorkers(w) { wi in
+                let slot = slots[wi]
+                var j = wi
                 while j < docs.count {
-                    let doc = docs[j]
-                    try index.withDocument(doc) { view in
-                        guard let view else { return }
-                        let ok = slot.rowMax.withUnsafeMutableBufferPointer {
-                            slot.scorer.rowMaxima(query: q, rows: nq, document: view, centroids: C, rowMax: $0.baseAddress!)
-                        }
-                        guard ok else { return }
-                        var total: Float = 0
-                        for r in 0..<nq { total += slot.rowMax[r] }
-                        slot.top.insert(ScoredDocument(docId: doc, score: total))
+                    defer { j += w }
+                    guard let view = views[j] else { continue }
+                    let ok = slot.rowMax.withUnsafeMutableBufferPointer {
+                        slot.scorer.rowMaxima(query: q, rows: nq, document: view, centroids: C, rowMax: $0.baseAddress!)
                     }
-                    j += w
+                    guard ok else { continue }
+                    var total: Float = 0
+                    for r in 0..<nq { total += slot.rowMax[r] }
+                    slot.top.insert(ScoredDocument(docId: docs[j], score: total))
                 }
-            } catch {
-                slot.error = error
             }
         }
         var merged = TopK(capacity: k)
-        for slot in slots {
-            if let e = slot.error { throw e }
-            for d in slot.top.heap { merged.insert(d) }
-        }
+        for slot in slots { for d in slot.top.heap { merged.insert(d) } }
         return merged.sorted()
     }
 }

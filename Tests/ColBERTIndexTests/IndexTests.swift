@@ -95,10 +95,12 @@ import Testing
         options.compactAtEnd = false
         _ = try IndexBuilder(encoder: encoder, options: options).build(corpus: dir.file("c.jsonl"), index: dir.file("idx"))
         let index = try ColBERTIndex.open(at: dir.file("idx"))
-        /// Most chunks of one cluster, and whether every cluster is cut as `plan` would cut it.
+        /// Most chunks of one cluster, and whether every cluster is cut as compaction's `plan`
+        /// (packing leaf pages across clusters in order) would cut it.
         func check() throws -> (maxChunks: Int, planned: Bool) {
             try index.withSnapshot { s in
                 var total = 0, maxChunks = 0, planned = true
+                var packing: ClusterChunkLayout.LeafPacking? = ClusterChunkLayout.LeafPacking()
                 for c in 0..<s.centroidCount {
                     let chunks = try s.chunkCount(ofCluster: c)
                     maxChunks = max(maxChunks, chunks)
@@ -108,7 +110,8 @@ import Testing
                     }
                     for i in ids.indices.dropFirst() { #expect(ids[i - 1] <= ids[i]) }
                     total += ids.count
-                    if ClusterChunkLayout.plan(count: ids.count, bytesPerCode: s.codec.bytesPerVector, docId: { ids[$0] }).count != chunks { planned = false }
+                    if ClusterChunkLayout.plan(count: ids.count, bytesPerCode: s.codec.bytesPerVector, docId: { ids[$0] },
+                                               packing: &packing).count != chunks { planned = false }
                 }
                 #expect(total == s.tokenCount)
                 return (maxChunks, planned)
