@@ -22,21 +22,14 @@ public struct ClusterView {
     }
     @inlinable public func code(_ i: Int) -> UnsafeRawPointer { codes + i * bytesPerCode }
 
-    /// Entries of `doc`: the range `lo..<hi` (empty when absent). Ids in a chunk spread about
-    /// evenly, so the search starts from the interpolated position in a small window (one cache
-    /// line, usually) and falls back to a binary search of the whole chunk.
+    /// Entries of `doc`: the range `lo..<hi` (empty when absent), by binary search.
     public func entries(of doc: UInt32) -> Range<Int> {
         guard count > 0, doc >= docBase, doc - docBase <= UInt32(UInt16.max) else { return 0..<0 }
         let target = UInt16(doc - docBase)
         @inline(__always) func offset(_ i: Int) -> UInt16 {
             UInt16(littleEndian: docOffsets.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
         }
-        let top = offset(count - 1)
-        guard target <= top else { return 0..<0 }
-        let guess = top == 0 ? 0 : Int(target) * (count - 1) / Int(top)
-        var lo = max(0, guess - 8), hi = min(count, guess + 9)
-        // Lower bound inside lo..<hi holds when offset(lo - 1) < target <= offset(hi).
-        if !((lo == 0 || offset(lo - 1) < target) && (hi == count || offset(hi) >= target)) { lo = 0; hi = count }
+        var lo = 0, hi = count
         while lo < hi { let m = (lo + hi) / 2; if offset(m) < target { lo = m + 1 } else { hi = m } }
         var end = lo
         while end < count && offset(end) == target { end += 1 }

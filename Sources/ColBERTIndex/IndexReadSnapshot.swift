@@ -64,19 +64,12 @@ final class ClusterDirectory: @unchecked Sendable {
         }
         var at = start
         var j = a
-        let words = bpc % 8 == 0 ? bpc / 8 : 0
         while j < hi, chunks[j].docBase <= doc {
             let v = chunks[j]
             for i in v.entries(of: doc) {
                 guard at < limit else { return nil }
                 out.storeBytes(of: UInt32(c).littleEndian, toByteOffset: 4 * at, as: UInt32.self)
-                let from = v.code(i), to = codes + bpc * at
-                if words > 0 {
-                    // A few words: cheaper than a memmove call per token.
-                    for w in 0..<words { to.storeBytes(of: from.loadUnaligned(fromByteOffset: 8 * w, as: UInt64.self), toByteOffset: 8 * w, as: UInt64.self) }
-                } else {
-                    to.copyMemory(from: from, byteCount: bpc)
-                }
+                (codes + bpc * at).copyMemory(from: v.code(i), byteCount: bpc)
                 at += 1
             }
             j += 1
