@@ -280,7 +280,7 @@ struct IndexVerifyCommand: ParsableCommand {
 struct IndexCompactCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compact",
-        abstract: "Merge cluster chunks and rewrite data.mdb without free pages (after add/delete). Needs exclusive use of the index.")
+        abstract: "Re-cut cluster chunks to fill their pages and rewrite data.mdb without free pages (after add/delete). Needs exclusive use of the index.")
 
     @Option(name: .long, help: "Index directory.") var index: String
 
@@ -289,7 +289,7 @@ struct IndexCompactCommand: ParsableCommand {
             throw CLIError("\(IndexError.notAnIndex(index))")
         }
         do {
-            // The chunk merge runs first, with the index object released before the file swap.
+            // The chunk rewrite runs first, with the index object released before the file swap.
             try { try ColBERTIndex.open(at: index).compact() }()
             let r = try ColBERTIndex.compactFile(at: index)
             print(String(format: "data.mdb: %.1f MB -> %.1f MB", Double(r.bytesBefore) / 1e6, Double(r.bytesAfter) / 1e6))

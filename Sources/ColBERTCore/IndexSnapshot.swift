@@ -39,14 +39,16 @@ public struct ClusterView {
 
 /// The stored form of a cluster chunk and how a cluster's sorted tokens are cut into chunks.
 ///
-/// Record: count UInt32 LE, docBase UInt32 LE, count UInt16 LE doc-id offsets, count codes.
+/// Record: docBase UInt32 LE, then count UInt16 LE doc-id offsets and count codes (the count
+/// follows from the record's size).
 /// Chunks are cut so that LMDB stores them without waste: a value of at most
 /// `inlineValueBytes` stays in a leaf page (two fit one page), a larger one takes whole 4 KiB
 /// overflow pages (less a 16-byte header), so big chunks are sized to fill their pages.
 public enum ClusterChunkLayout {
-    public static let headerBytes = 8
-    /// Largest value LMDB 0.9 keeps inline next to a 12-byte key on a 4 KiB page.
-    public static let inlineValueBytes = 2018
+    public static let headerBytes = 4
+    /// Largest value LMDB 0.9 keeps inline next to an 8-byte key on a 4 KiB page (its node
+    /// limit, 2,038 bytes, less the 8-byte node header and the key).
+    public static let inlineValueBytes = 2022
     static let pageBytes = 4096, overflowHeaderBytes = 16, maxPages = 8
     /// Doc ids of one chunk lie within `docBase ... docBase + maxSpan`.
     public static let maxSpan = UInt32(UInt16.max)
@@ -58,9 +60,10 @@ public enum ClusterChunkLayout {
     /// The chunk stored in `value`, or nil when its size does not match its header.
     public static func view(_ value: UnsafeRawBufferPointer, bytesPerCode: Int) -> ClusterView? {
         guard value.count >= headerBytes, let p = value.baseAddress else { return nil }
-        let n = Int(UInt32(littleEndian: p.loadUnaligned(as: UInt32.self)))
-        guard value.count == byteCount(count: n, bytesPerCode: bytesPerCode) else { return nil }
-        let base = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+        let entry = 2 + bytesPerCode
+        guard (value.count - headerBytes) % entry == 0 else { return nil }
+        let n = (value.count - headerBytes) / entry
+        let base = UInt32(littleEndian: p.loadUnaligned(as: UInt32.self))
         return ClusterView(count: n, docBase: base, docOffsets: p + headerBytes,
                            codes: p + headerBytes + 2 * n, bytesPerCode: bytesPerCode)
     }
@@ -70,8 +73,7 @@ public enum ClusterChunkLayout {
     public static func write(into out: UnsafeMutableRawPointer, count: Int, bytesPerCode: Int,
                              docId: (Int) -> UInt32, code: (Int) -> UnsafeRawPointer) {
         let base = count > 0 ? docId(0) : 0
-        out.storeBytes(of: UInt32(count).littleEndian, as: UInt32.self)
-        out.storeBytes(of: base.littleEndian, toByteOffset: 4, as: UInt32.self)
+        out.storeBytes(of: base.littleEndian, as: UInt32.self)
         let codes = out + headerBytes + 2 * count
         for i in 0..<count {
             let offset = docId(i) &- base
@@ -89,10 +91,10 @@ public enum ClusterChunkLayout {
         public private(set) var free = pageRoom
         public init() {}
 
-        /// Leaf bytes of a node with a 12-byte key: header, key, value (or an overflow page
+        /// Leaf bytes of a node with an 8-byte key: header, key, value (or an overflow page
         /// number) and its 2-byte index slot, rounded to even.
         static func nodeBytes(value: Int) -> Int {
-            let size = 8 + 12 + (value > inlineValueBytes ? 8 : value) + 2
+            let size = 8 + 8 + (value > inlineValueBytes ? 8 : value) + 2
             return (size + 1) & ~1
         }
 
@@ -193,4 +195,11 @@ public protocol IndexSnapshot {
     func withDocuments<R>(_ docIds: [UInt32], _ body: ([DocumentView?]) throws -> R) throws -> R
     /// Visits every live document in increasing internal id order.
     func forEachDocument(_ body: (UInt32, DocumentView) throws -> Void) throws
+    /// Sets up whatever `forEachClusterChunk` needs, on the calling thread, before several
+    /// threads read clusters at once.
+    func prepareClusterReads() throws
+}
+
+extension IndexSnapshot {
+    public func prepareClusterReads() throws {}
 }

@@ -418,8 +418,8 @@ public final class ColBERTIndex: @unchecked Sendable {
         let bpc = codec.bytesPerVector
         var rewrites: [([UInt8], [UInt8]?)] = []
         let prefix = Keys.u32(c)
-        try txn.scan(clusters, from: Keys.u32u64(c, 0)) { k, v in
-            guard k.count == 12, k[0] == prefix[0], k[1] == prefix[1], k[2] == prefix[2], k[3] == prefix[3] else { return false }
+        try txn.scan(clusters, from: Keys.u32u32(c, 0)) { k, v in
+            guard k.count == 8, k[0] == prefix[0], k[1] == prefix[1], k[2] == prefix[2], k[3] == prefix[3] else { return false }
             guard let view = ClusterChunkLayout.view(v, bytesPerCode: bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
             var keep: [Int] = []
             for i in 0..<view.count where !docIds.contains(view.docId(i)) { keep.append(i) }
@@ -467,8 +467,8 @@ public final class ColBERTIndex: @unchecked Sendable {
             // The cluster's last chunk joins the new tokens when it is small.
             tailIds.removeAll(keepingCapacity: true); tailCodes.removeAll(keepingCapacity: true)
             var firstKey: [UInt8]? = nil
-            if mergeTail, let last = try txn.last(clusters, before: Keys.u32u64(UInt32(c) &+ 1, 0)),
-               last.key.count == 12, Array(last.key.prefix(4)) == Keys.u32(UInt32(c)),
+            if mergeTail, let last = try txn.last(clusters, before: Keys.u32u32(UInt32(c) &+ 1, 0)),
+               last.key.count == 8, Array(last.key.prefix(4)) == Keys.u32(UInt32(c)),
                last.value.count <= ClusterChunkLayout.inlineValueBytes {
                 try last.value.withUnsafeBytes { v in
                     guard let view = ClusterChunkLayout.view(v, bytesPerCode: bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
@@ -491,7 +491,10 @@ public final class ColBERTIndex: @unchecked Sendable {
                 for m in plan {
                     let key: [UInt8]
                     if let f = firstKey { key = f; firstKey = nil } else {
-                        key = Keys.u32u64(UInt32(c), counters.nextChunkSeq)
+                        guard counters.nextChunkSeq < UInt64(UInt32.max) else {
+                            throw IndexError.invalidOption("cluster chunk numbers are used up; run `colbert index compact`")
+                        }
+                        key = Keys.u32u32(UInt32(c), UInt32(counters.nextChunkSeq))
                         counters.nextChunkSeq += 1
                     }
                     let from = at
@@ -532,7 +535,7 @@ public final class ColBERTIndex: @unchecked Sendable {
                 try codes.withUnsafeBytes { cb in
                     for (seq, m) in plan.enumerated() {
                         let from = at
-                        try txn.put(target, key: Keys.u32u64(c, UInt64(seq)),
+                        try txn.put(target, key: Keys.u32u32(c, UInt32(seq)),
                                     reserving: ClusterChunkLayout.byteCount(count: m, bytesPerCode: bpc), append: true) { buf in
                             ClusterChunkLayout.write(into: buf.baseAddress!, count: m, bytesPerCode: bpc,
                                                      docId: { ids[from + $0] }, code: { cb.baseAddress! + (from + $0) * bpc })
@@ -543,7 +546,7 @@ public final class ColBERTIndex: @unchecked Sendable {
                 ids.removeAll(keepingCapacity: true); codes.removeAll(keepingCapacity: true)
             }
             try txn.scan(source) { k, v in
-                guard k.count == 12 else { throw IndexError.corrupt("cluster key of \(k.count) bytes") }
+                guard k.count == 8 else { throw IndexError.corrupt("cluster key of \(k.count) bytes") }
                 let c = Keys.readU32(k)
                 guard Int(c) < centroidCount else { throw IndexError.corrupt("chunk of centroid \(c) out of range") }
                 if c != current { try flush(); current = c }
@@ -557,7 +560,8 @@ public final class ColBERTIndex: @unchecked Sendable {
             try flush()
             try txn.clear(source)
             counters.clusterTable = targetTable
-            counters.nextChunkSeq = max(counters.nextChunkSeq, maxChunks)
+            // Every chunk now has a sequence number below maxChunks.
+            counters.nextChunkSeq = maxChunks
             try txn.put(meta, key: Schema.metaKey("counters"), value: try JSONRecord.encode(counters))
         }
     }

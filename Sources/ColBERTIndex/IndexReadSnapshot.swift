@@ -29,7 +29,7 @@ final class ClusterDirectory: @unchecked Sendable {
         var previous = -1
         var lastDoc: UInt32 = 0
         try txn.scan(database) { k, v in
-            guard k.count == 12 else { throw IndexError.corrupt("cluster key of \(k.count) bytes") }
+            guard k.count == 8 else { throw IndexError.corrupt("cluster key of \(k.count) bytes") }
             let c = Int(Keys.readU32(k))
             guard c < centroids else { throw IndexError.corrupt("chunk of centroid \(c) out of range") }
             guard let view = ClusterChunkLayout.view(v, bytesPerCode: bytesPerCode), view.count > 0 else {
@@ -85,8 +85,10 @@ final class DirectoryBox: Sendable {
 
 /// A consistent read-only view of the index, backed by one LMDB read transaction. Valid only
 /// inside the `withSnapshot` closure that provided it; views point into the memory map.
-/// Cluster reads go through the chunk directory, document reads gather a document's tokens
-/// from its clusters; both may run on several threads at once (searches do).
+/// Cluster reads go through the chunk directory (built once per transaction, on the thread
+/// that calls `prepareClusterReads`), document reads gather a document's tokens from its
+/// clusters. Searches read clusters from several threads; only batched searches also read
+/// document records from several threads (see `ColBERTIndex.withSnapshot`).
 public struct IndexReadSnapshot: IndexSnapshot {
     let index: ColBERTIndex
     let txn: LMDBTransaction
@@ -125,6 +127,9 @@ public struct IndexReadSnapshot: IndexSnapshot {
             return built
         }
     }
+
+    /// Builds (or fetches) the chunk directory here, so that search workers only read it.
+    public func prepareClusterReads() throws { _ = try directory() }
 
     public func forEachClusterChunk(_ centroid: Int, _ body: (ClusterView) throws -> Void) throws {
         guard centroid >= 0, centroid < index.centroidCount else { return }

@@ -410,19 +410,10 @@ enum Keys {
         [UInt8(truncatingIfNeeded: x >> 24), UInt8(truncatingIfNeeded: x >> 16),
          UInt8(truncatingIfNeeded: x >> 8), UInt8(truncatingIfNeeded: x)]
     }
-    @inline(__always) static func u32u64(_ a: UInt32, _ b: UInt64) -> [UInt8] {
-        var out = u32(a)
-        for s in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: b >> UInt64(s))) }
-        return out
-    }
+    @inline(__always) static func u32u32(_ a: UInt32, _ b: UInt32) -> [UInt8] { u32(a) + u32(b) }
     @inline(__always) static func readU32(_ p: UnsafeRawBufferPointer, at offset: Int = 0) -> UInt32 {
         var x: UInt32 = 0
         for i in 0..<4 { x = x << 8 | UInt32(p[offset + i]) }
-        return x
-    }
-    @inline(__always) static func readU64(_ p: UnsafeRawBufferPointer, at offset: Int) -> UInt64 {
-        var x: UInt64 = 0
-        for i in 0..<8 { x = x << 8 | UInt64(p[offset + i]) }
         return x
     }
 }

@@ -39,11 +39,11 @@ public enum IndexError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// On-disk layout (format version 2). Named LMDB databases:
+/// On-disk layout (format version 3; 2 differed only in its chunk keys and header). Named LMDB databases:
 /// - `meta`: string keys → `config` (JSON), `centroids` (K×dim F32 LE), `codec` (cutoffs then
 ///   weights, F32 LE), `counters` (JSON), `training` (JSON), `build`/`add` progress (JSON).
 /// - `clusters` and `clusters.b`, the active one named by the counters (compaction writes the
-///   other one afresh and switches): (centroid UInt32 BE, chunk sequence UInt64 BE) → a chunk in
+///   other one afresh and switches): (centroid UInt32 BE, chunk sequence UInt32 BE) → a chunk in
 ///   `ClusterChunkLayout`; a cluster's chunks in key order hold ascending document ids. These are
 ///   the only copy of the packed codes.
 /// - `docs`: internal id UInt32 BE → token count UInt32 LE, number of distinct centroids UInt32
@@ -54,7 +54,7 @@ public enum IndexError: Error, CustomStringConvertible, Equatable {
 /// - `int2ext`: internal id UInt32 BE → external id UTF-8.
 /// - `stored`: internal id UInt32 BE → title, text (optional) and metadata JSON.
 enum Schema {
-    static let formatVersion = 2
+    static let formatVersion = 3
     static let databases = ["meta", "clusters", "clusters.b", "docs", "ext2int", "int2ext", "stored"]
     static let clusterTables = ["clusters", "clusters.b"]
     static let maxRawKeyBytes = 480
@@ -203,6 +203,7 @@ struct Counters: Codable, Equatable {
     var nextDocId: UInt32 = 0
     var documents: Int = 0
     var tokens: Int = 0
+    /// Sequence number of the next cluster chunk written (compaction renumbers from 0).
     var nextChunkSeq: UInt64 = 0
     /// Index into `Schema.clusterTables` of the cluster database in use.
     var clusterTable: Int = 0

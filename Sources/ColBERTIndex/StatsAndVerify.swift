@@ -168,7 +168,7 @@ extension ColBERTIndex {
             var clusterTokens = 0
             var previous: (UInt32, UInt32)? = nil
             try txn.scan(clusters) { k, v in
-                guard k.count == 12 else { report(.clusterRecord, "key of \(k.count) bytes"); return true }
+                guard k.count == 8 else { report(.clusterRecord, "key of \(k.count) bytes"); return true }
                 let cid = Keys.readU32(k)
                 if Int(cid) >= centroidCount { report(.clusterRecord, "chunk of centroid \(cid) out of range") }
                 guard let view = ClusterChunkLayout.view(v, bytesPerCode: bpc) else { report(.clusterRecord, "cluster \(cid): chunk of \(v.count) bytes does not match its header"); return true }

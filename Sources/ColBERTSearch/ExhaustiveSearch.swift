@@ -2,8 +2,8 @@ import ColBERTCore
 
 extension MaxSimSearcher {
     /// Exact MaxSim of the query against every live document (decompressed and normalised):
-    /// the ground truth. Documents are decompressed one at a time per worker, never all at once;
-    /// documents without tokens are skipped.
+    /// the ground truth. Documents are gathered in blocks of ids and decompressed one at a time
+    /// per worker, never all at once; documents without tokens are skipped.
     public static func exhaustive<S: IndexSnapshot>(
         query: UnsafeBufferPointer<Float>, queryTokens: Int, in index: S, k: Int,
         allowed: DocumentFilter? = nil, threads: Int = 1
@@ -60,7 +60,6 @@ extension MaxSimSearcher {
         let scorer: ExactScorer
         var rowMax: [Float]
         var tops: [TopK]
-        var error: (any Error)?
         init(dim: Int, codec: ResidualCodec, rows: Int, queries: Int, k: Int) {
             scorer = ExactScorer(dim: dim, codec: codec)
             rowMax = [Float](repeating: 0, count: max(rows, 1))
@@ -96,46 +95,36 @@ extension MaxSimSearcher {
         let slots = (0..<workers).map { _ in
             ExhaustiveSlot(dim: index.dim, codec: index.codec, rows: rows, queries: nQueries, k: k)
         }
+        // Blocks of ids gathered on this thread (a store may read them faster together, and
+        // only this thread touches the store), then scored by the workers, each document by one
+        // worker: the same scores for any number of workers.
+        let bound = Int(index.documentIdBound)
+        let block = 512
         try stacked.withUnsafeBufferPointer { qBuf in
             let q = qBuf.baseAddress!
-            if workers == 1 {
-                let slot = slots[0]
-                try index.forEachDocument { id, view in
-                    if let f = allowed, !f.contains(id) { return }
-                    slot.score(id, view, q: q, rows: rows, offsets: offsets, centroids: C)
-                }
-                return
-            }
-            // Blocks of 64 ids dealt round-robin: balanced, and independent of timing.
-            let bound = Int(index.documentIdBound)
-            let blocks = (bound + 63) / 64
-            runWorkers(workers) { w in
-                let slot = slots[w]
-                do {
-                    var b = w
-                    while b < blocks {
-                        for id in (b * 64)..<min(bound, b * 64 + 64) {
-                            let doc = UInt32(id)
-                            if let f = allowed, !f.contains(doc) { continue }
-                            try index.withDocument(doc) { view in
-                                guard let view else { return }
-                                slot.score(doc, view, q: q, rows: rows, offsets: offsets, centroids: C)
-                            }
+            var start = 0
+            while start < bound {
+                var ids: [UInt32] = []
+                ids.reserveCapacity(block)
+                for id in start..<min(bound, start + block) where allowed?.contains(UInt32(id)) ?? true { ids.append(UInt32(id)) }
+                start += block
+                guard !ids.isEmpty else { continue }
+                try index.withDocuments(ids) { views in
+                    runWorkers(workers) { w in
+                        let slot = slots[w]
+                        var j = w
+                        while j < ids.count {
+                            if let view = views[j] { slot.score(ids[j], view, q: q, rows: rows, offsets: offsets, centroids: C) }
+                            j += workers
                         }
-                        b += workers
                     }
-                } catch {
-                    slot.error = error
                 }
             }
         }
         var out: [[ScoredDocument]] = []
         for qi in 0..<nQueries {
             var merged = TopK(capacity: k)
-            for slot in slots {
-                if let e = slot.error { throw e }
-                for d in slot.tops[qi].heap { merged.insert(d) }
-            }
+            for slot in slots { for d in slot.tops[qi].heap { merged.insert(d) } }
             out.append(merged.sorted())
         }
         return out

@@ -73,6 +73,7 @@ public enum MaxSimSearcher {
         }
         let workers = max(1, min(threads, queries.count))
         if workers > 1 { BLAS.setThreadCount(1) }
+        try index.prepareClusterReads()
         let slots = (0..<workers).map { _ in BatchSlot() }
         runWorkers(workers) { w in
             let slot = slots[w]
@@ -237,6 +238,7 @@ public enum MaxSimSearcher {
         let slots = (0..<workers).map { _ in ScoringSlot(capacity: shortlist) }
         let bytesPerCode = codec.bytesPerVector
         let normalize = p.normalizeScores
+        try index.prepareClusterReads()
         centroidScores.withUnsafeBufferPointer { sBuf in
             luts.withUnsafeBufferPointer { lBuf in
                 missing.withUnsafeBufferPointer { mBuf in
