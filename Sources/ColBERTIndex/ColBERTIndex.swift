@@ -470,13 +470,7 @@ public final class ColBERTIndex: @unchecked Sendable {
             if mergeTail, let last = try txn.last(clusters, before: Keys.u32u32(UInt32(c) &+ 1, 0)),
                last.key.count == 8, Array(last.key.prefix(4)) == Keys.u32(UInt32(c)),
                last.value.count <= ClusterChunkLayout.inlineValueBytes {
-                try last.value.withUnsafeBytes { v in
-                    guard let view = ClusterChunkLayout.view(v, bytesPerCode: bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
-                    for i in 0..<view.count {
-                        tailIds.append(view.docId(i))
-                        tailCodes.append(contentsOf: UnsafeRawBufferPointer(start: view.code(i), count: bpc))
-                    }
-                }
+                try last.value.withUnsafeBytes { try appendEntries(of: $0, centroid: c, ids: &tailIds, codes: &tailCodes) }
                 try txn.delete(clusters, key: last.key)
                 firstKey = last.key
             }
@@ -486,32 +480,48 @@ public final class ColBERTIndex: @unchecked Sendable {
                 prepared[pi].codes.withUnsafeBytes { tailCodes.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[(t * bpc)..<((t + 1) * bpc)])) }
             }
             let plan = ClusterChunkLayout.plan(count: tailIds.count, bytesPerCode: bpc) { tailIds[$0] }
-            var at = 0
-            try tailCodes.withUnsafeBytes { tc in
-                for m in plan {
-                    let key: [UInt8]
-                    if let f = firstKey { key = f; firstKey = nil } else {
-                        guard counters.nextChunkSeq < UInt64(UInt32.max) else {
-                            throw IndexError.invalidOption("cluster chunk numbers are used up; run `colbert index compact`")
-                        }
-                        key = Keys.u32u32(UInt32(c), UInt32(counters.nextChunkSeq))
-                        counters.nextChunkSeq += 1
-                    }
-                    let from = at
-                    try txn.put(clusters, key: key, reserving: ClusterChunkLayout.byteCount(count: m, bytesPerCode: bpc)) { buf in
-                        ClusterChunkLayout.write(into: buf.baseAddress!, count: m, bytesPerCode: bpc,
-                                                 docId: { tailIds[from + $0] }, code: { tc.baseAddress! + (from + $0) * bpc })
-                    }
-                    at += m
+            try putChunks(txn, clusters, plan: plan, ids: tailIds, codes: tailCodes, append: false) { _ in
+                if let f = firstKey { firstKey = nil; return f }
+                guard counters.nextChunkSeq < UInt64(UInt32.max) else {
+                    throw IndexError.invalidOption("cluster chunk numbers are used up; run `colbert index compact`")
                 }
+                defer { counters.nextChunkSeq += 1 }
+                return Keys.u32u32(UInt32(c), UInt32(counters.nextChunkSeq))
+            }
+        }
+    }
+
+    /// Appends the ids and codes of the chunk stored in `value` to `ids` and `codes`.
+    private func appendEntries(of value: UnsafeRawBufferPointer, centroid c: Int, ids: inout [UInt32], codes: inout [UInt8]) throws {
+        let bpc = codec.bytesPerVector
+        guard let view = ClusterChunkLayout.view(value, bytesPerCode: bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
+        for i in 0..<view.count {
+            ids.append(view.docId(i))
+            codes.append(contentsOf: UnsafeRawBufferPointer(start: view.code(i), count: bpc))
+        }
+    }
+
+    /// Writes one cluster's entries (`ids` with their packed `codes`) as chunks of the sizes in
+    /// `plan`, chunk j under `key(j)`.
+    private func putChunks(_ txn: LMDBTransaction, _ db: LMDBDatabase, plan: [Int], ids: [UInt32], codes: [UInt8],
+                           append: Bool, key: (Int) throws -> [UInt8]) throws {
+        let bpc = codec.bytesPerVector
+        var at = 0
+        try codes.withUnsafeBytes { cb in
+            for (j, m) in plan.enumerated() {
+                let from = at
+                try txn.put(db, key: try key(j), reserving: ClusterChunkLayout.byteCount(count: m, bytesPerCode: bpc), append: append) { buf in
+                    ClusterChunkLayout.write(into: buf.baseAddress!, count: m, bytesPerCode: bpc,
+                                             docId: { ids[from + $0] }, code: { cb.baseAddress! + (from + $0) * bpc })
+                }
+                at += m
             }
         }
     }
 
     /// Rewrites every cluster into the other cluster database, chunks cut afresh by
     /// `ClusterChunkLayout.plan` to fill whole pages (leaf pages too, appending in key order),
-    /// then switches
-    /// to it: one transaction, so an interruption leaves the index as it was. Memory is bounded
+    /// then switches to it: one transaction, so an interruption leaves the index as it was. Memory is bounded
     /// by the largest cluster. The old database's pages become free pages of the file
     /// (`compactFile` gives them back).
     public func compact() throws {
@@ -531,18 +541,7 @@ public final class ColBERTIndex: @unchecked Sendable {
                 guard let c = current, !ids.isEmpty else { return }
                 let plan = ClusterChunkLayout.plan(count: ids.count, bytesPerCode: bpc, docId: { ids[$0] }, packing: &packing)
                 maxChunks = max(maxChunks, UInt64(plan.count))
-                var at = 0
-                try codes.withUnsafeBytes { cb in
-                    for (seq, m) in plan.enumerated() {
-                        let from = at
-                        try txn.put(target, key: Keys.u32u32(c, UInt32(seq)),
-                                    reserving: ClusterChunkLayout.byteCount(count: m, bytesPerCode: bpc), append: true) { buf in
-                            ClusterChunkLayout.write(into: buf.baseAddress!, count: m, bytesPerCode: bpc,
-                                                     docId: { ids[from + $0] }, code: { cb.baseAddress! + (from + $0) * bpc })
-                        }
-                        at += m
-                    }
-                }
+                try putChunks(txn, target, plan: plan, ids: ids, codes: codes, append: true) { Keys.u32u32(c, UInt32($0)) }
                 ids.removeAll(keepingCapacity: true); codes.removeAll(keepingCapacity: true)
             }
             try txn.scan(source) { k, v in
@@ -550,11 +549,7 @@ public final class ColBERTIndex: @unchecked Sendable {
                 let c = Keys.readU32(k)
                 guard Int(c) < centroidCount else { throw IndexError.corrupt("chunk of centroid \(c) out of range") }
                 if c != current { try flush(); current = c }
-                guard let view = ClusterChunkLayout.view(v, bytesPerCode: bpc) else { throw IndexError.corrupt("cluster \(c) chunk has a bad size") }
-                for i in 0..<view.count {
-                    ids.append(view.docId(i))
-                    codes.append(contentsOf: UnsafeRawBufferPointer(start: view.code(i), count: bpc))
-                }
+                try appendEntries(of: v, centroid: Int(c), ids: &ids, codes: &codes)
                 return true
             }
             try flush()

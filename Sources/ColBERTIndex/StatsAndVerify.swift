@@ -137,7 +137,6 @@ extension ColBERTIndex {
             if out.count < maxViolations { out.append(IndexViolation(kind, message)) }
         }
         let bpc = codec.bytesPerVector
-        func centroidHash(_ c: UInt32) -> UInt64 { Self.centroidHash(c) }
         try env.withReadTransaction { txn in
             let c = try readCounters(txn)
             guard Schema.clusterTables.indices.contains(c.clusterTable) else {
@@ -146,7 +145,8 @@ extension ColBERTIndex {
             }
             let clusters = try clusters(c)
             let idle = clusterTables[1 - c.clusterTable]
-            if try txn.stat(idle).entries != 0 { report(.clusterRecord, "the idle cluster table holds \(try txn.stat(idle).entries) chunks") }
+            let idleChunks = try txn.stat(idle).entries
+            if idleChunks != 0 { report(.clusterRecord, "the idle cluster table holds \(idleChunks) chunks") }
             // Per document: token count and distinct-centroid hash from its record, then from the clusters.
             var fromDocs: [UInt32: (Int, UInt64)] = [:]
             var docTokens = 0
@@ -158,7 +158,7 @@ extension ColBERTIndex {
                 var h: UInt64 = 0
                 for cid in cs {
                     if Int(cid) >= centroidCount { report(.documentRecord, "document \(d): centroid \(cid) out of range") }
-                    h &+= centroidHash(cid)
+                    h &+= Self.centroidHash(cid)
                 }
                 fromDocs[d] = (n, h)
                 docTokens += n
@@ -182,7 +182,7 @@ extension ColBERTIndex {
                     }
                     previous = (cid, d)
                     let e = fromClusters[d] ?? (0, 0)
-                    fromClusters[d] = (e.0 + 1, firstInCluster ? e.1 &+ centroidHash(cid) : e.1)
+                    fromClusters[d] = (e.0 + 1, firstInCluster ? e.1 &+ Self.centroidHash(cid) : e.1)
                 }
                 clusterTokens += view.count
                 return true
