@@ -144,31 +144,8 @@ public struct IndexReadSnapshot: IndexSnapshot {
         return d.first[centroid + 1] - d.first[centroid]
     }
 
-    /// Gathers the document's tokens from the clusters its record names (binary search by id in
-    /// each) into a temporary document-major view. Tokens come grouped by centroid, not in
-    /// document order; MaxSim does not depend on the order.
-    private func gather<R>(_ docId: UInt32, record: UnsafeRawBufferPointer, _ body: (DocumentView) throws -> R) throws -> R {
-        guard let (n, centroidIds) = Schema.decodeDocument(record) else { throw IndexError.corrupt("document record \(docId) is malformed") }
-        let bpc = index.codec.bytesPerVector
-        let d = try directory()
-        return try withUnsafeTemporaryAllocation(byteCount: max(1, n * (4 + bpc)), alignment: 16) { buf in
-            let out = buf.baseAddress!
-            var at = 0
-            for c in centroidIds {
-                guard Int(c) < index.centroidCount else { throw IndexError.corrupt("document \(docId): centroid \(c) out of range") }
-                guard let next = d.gather(doc: docId, cluster: Int(c), into: out, codes: out + 4 * n, at: at, limit: n, bytesPerCode: bpc) else {
-                    throw IndexError.corrupt("document \(docId): clusters hold more than its \(n) tokens")
-                }
-                at = next
-            }
-            guard at == n else { throw IndexError.corrupt("document \(docId): its record has \(n) tokens, its clusters \(at)") }
-            return try body(DocumentView(count: n, centroidIds: UnsafeRawPointer(out), codes: UnsafeRawPointer(out + 4 * n), bytesPerCode: bpc))
-        }
-    }
-
     public func withDocument<R>(_ docId: UInt32, _ body: (DocumentView?) throws -> R) throws -> R {
-        guard let v = try txn.get(index.docs, key: Keys.u32(docId)) else { return try body(nil) }
-        return try gather(docId, record: v) { try body($0) }
+        try withDocuments([docId]) { try body($0[0]) }
     }
 
     /// Gathers all the documents in one pass over their clusters in centroid order, so that the
@@ -220,12 +197,25 @@ public struct IndexReadSnapshot: IndexSnapshot {
         return try body(views)
     }
 
+    /// Tokens come grouped by centroid (ascending), as `withDocuments` gathers them; MaxSim
+    /// does not depend on their order.
     public func forEachDocument(_ body: (UInt32, DocumentView) throws -> Void) throws {
-        try txn.scan(index.docs) { k, v in
+        var ids: [UInt32] = []
+        try txn.scan(index.docs) { k, _ in
             guard k.count == 4 else { throw IndexError.corrupt("bad document key") }
-            let id = Keys.readU32(k)
-            try gather(id, record: v) { try body(id, $0) }
+            ids.append(Keys.readU32(k))
             return true
+        }
+        var start = 0
+        while start < ids.count {
+            let block = Array(ids[start..<min(ids.count, start + 512)])
+            start += block.count
+            try withDocuments(block) { views in
+                for (id, view) in zip(block, views) {
+                    guard let view else { throw IndexError.corrupt("document \(id) vanished from its snapshot") }
+                    try body(id, view)
+                }
+            }
         }
     }
 
