@@ -56,7 +56,8 @@ extension MaxSimSearcher {
         return out
     }
 
-    private final class ExhaustiveSlot {
+    /// One worker's exact scorer and per-query shortlists (exhaustive search and re-rank).
+    final class ExactSlot {
         let scorer: ExactScorer
         var rowMax: [Float]
         var tops: [TopK]
@@ -87,17 +88,15 @@ extension MaxSimSearcher {
         var offsets = [0]
         for r in rowsPerQuery { offsets.append(offsets[offsets.count - 1] + r) }
         let rows = offsets[nQueries]
-        guard k > 0, rows > 0, index.documentCount > 0, let C = index.centroids.baseAddress else {
+        guard k > 0, rows > 0, index.documentCount > 0, index.centroids.baseAddress != nil else {
             return [[ScoredDocument]](repeating: [], count: nQueries)
         }
         let workers = max(1, threads)
         if workers > 1 { BLAS.setThreadCount(1) }
         let slots = (0..<workers).map { _ in
-            ExhaustiveSlot(dim: index.dim, codec: index.codec, rows: rows, queries: nQueries, k: k)
+            ExactSlot(dim: index.dim, codec: index.codec, rows: rows, queries: nQueries, k: k)
         }
-        // Blocks of ids gathered on this thread (a store may read them faster together, and
-        // only this thread touches the store), then scored by the workers, each document by one
-        // worker: the same scores for any number of workers.
+        // Blocks of ids, so that a block's tokens are gathered at once but never the whole index.
         let bound = Int(index.documentIdBound)
         let block = 512
         try stacked.withUnsafeBufferPointer { qBuf in
@@ -109,24 +108,35 @@ extension MaxSimSearcher {
                 for id in start..<min(bound, start + block) where allowed?.contains(UInt32(id)) ?? true { ids.append(UInt32(id)) }
                 start += block
                 guard !ids.isEmpty else { continue }
-                try index.withDocuments(ids) { views in
-                    runWorkers(workers) { w in
-                        let slot = slots[w]
-                        var j = w
-                        while j < ids.count {
-                            if let view = views[j] { slot.score(ids[j], view, q: q, rows: rows, offsets: offsets, centroids: C) }
-                            j += workers
-                        }
-                    }
+                try scoreExactly(ids, query: q, rows: rows, offsets: offsets, index: index, slots: slots)
+            }
+        }
+        return (0..<nQueries).map { merged(slots, query: $0, k: k) }
+    }
+
+    /// Exact MaxSim of the documents `ids` (gathered together, on this thread) against the
+    /// stacked queries, each document scored by one worker (`slots[w]`): the same scores for
+    /// any number of workers.
+    static func scoreExactly<S: IndexSnapshot>(_ ids: [UInt32], query q: UnsafePointer<Float>, rows: Int, offsets: [Int],
+                                               index: S, slots: [ExactSlot]) throws {
+        guard let C = index.centroids.baseAddress else { return }
+        let workers = slots.count
+        try index.withDocuments(ids) { views in
+            runWorkers(workers) { w in
+                let slot = slots[w]
+                var j = w
+                while j < ids.count {
+                    if let view = views[j] { slot.score(ids[j], view, q: q, rows: rows, offsets: offsets, centroids: C) }
+                    j += workers
                 }
             }
         }
-        var out: [[ScoredDocument]] = []
-        for qi in 0..<nQueries {
-            var merged = TopK(capacity: k)
-            for slot in slots { for d in slot.tops[qi].heap { merged.insert(d) } }
-            out.append(merged.sorted())
-        }
-        return out
+    }
+
+    /// The best `k` of every slot's shortlist for query `qi`, in result order.
+    static func merged(_ slots: [ExactSlot], query qi: Int, k: Int) -> [ScoredDocument] {
+        var merged = TopK(capacity: k)
+        for slot in slots { for d in slot.tops[qi].heap { merged.insert(d) } }
+        return merged.sorted()
     }
 }

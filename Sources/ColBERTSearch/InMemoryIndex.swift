@@ -197,15 +197,16 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
     }
 
     public func withDocument<R>(_ docId: UInt32, _ body: (DocumentView?) throws -> R) throws -> R {
-        guard Int(docId) < docRow.count, docRow[Int(docId)] >= 0 else { return try body(nil) }
-        return try body(view(row: Int(docRow[Int(docId)])))
+        try body(view(of: docId))
     }
 
     public func withDocuments<R>(_ docIds: [UInt32], _ body: ([DocumentView?]) throws -> R) throws -> R {
-        try body(docIds.map { id in
-            guard Int(id) < docRow.count, docRow[Int(id)] >= 0 else { return nil }
-            return view(row: Int(docRow[Int(id)]))
-        })
+        try body(docIds.map(view(of:)))
+    }
+
+    private func view(of id: UInt32) -> DocumentView? {
+        guard Int(id) < docRow.count, docRow[Int(id)] >= 0 else { return nil }
+        return view(row: Int(docRow[Int(id)]))
     }
 
     public func forEachDocument(_ body: (UInt32, DocumentView) throws -> Void) throws {

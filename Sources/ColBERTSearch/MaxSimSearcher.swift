@@ -12,9 +12,10 @@ import Synchronization
 /// one and zero are options. On synthetic data (1.2M tokens, 16K centroids) best-unselected and
 /// last-selected gave the same recall within 0.01 at every nprobe, so WARP's rule stays.
 ///
-/// With `threads > 1` the snapshot's `forEachClusterChunk` / `withDocument` are called concurrently from
-/// several threads, and OpenBLAS is switched to one thread (process-wide) so that its pool does
-/// not fight ours; callers that want multithreaded BLAS afterwards set it back.
+/// With `threads > 1` the snapshot's `forEachClusterChunk` is called concurrently from several
+/// threads (after `prepareClusterReads` on the calling thread; `searchBatch` also gathers
+/// documents on its workers), and OpenBLAS is switched to one thread (process-wide) so that its
+/// pool does not fight ours; callers that want multithreaded BLAS afterwards set it back.
 public enum MaxSimSearcher {
 
     // MARK: Pruned search
@@ -117,17 +118,6 @@ public enum MaxSimSearcher {
         var top: TopK
         var error: (any Error)?
         init(capacity: Int) { top = TopK(capacity: capacity) }
-    }
-
-    private final class RerankSlot {
-        let scorer: ExactScorer
-        var rowMax: [Float]
-        var top: TopK
-        init(dim: Int, codec: ResidualCodec, rows: Int, capacity: Int) {
-            scorer = ExactScorer(dim: dim, codec: codec)
-            rowMax = [Float](repeating: 0, count: rows)
-            top = TopK(capacity: capacity)
-        }
     }
 
     static func validate<S: IndexSnapshot>(query: UnsafeBufferPointer<Float>, queryTokens: Int, index: S, k: Int) throws {
@@ -345,29 +335,11 @@ public enum MaxSimSearcher {
     static func rerank<S: IndexSnapshot>(
         _ docs: [UInt32], query q: UnsafePointer<Float>, queryTokens nq: Int, index: S, k: Int, workers: Int
     ) throws -> [ScoredDocument] {
-        let C = index.centroids.baseAddress!
-        let w = max(1, min(workers, docs.count))
-        let slots = (0..<w).map { _ in RerankSlot(dim: index.dim, codec: index.codec, rows: nq, capacity: k) }
-        try index.withDocuments(docs) { views in
-            runWorkers(w) { wi in
-                let slot = slots[wi]
-                var j = wi
-                while j < docs.count {
-                    defer { j += w }
-                    guard let view = views[j] else { continue }
-                    let ok = slot.rowMax.withUnsafeMutableBufferPointer {
-                        slot.scorer.rowMaxima(query: q, rows: nq, document: view, centroids: C, rowMax: $0.baseAddress!)
-                    }
-                    guard ok else { continue }
-                    var total: Float = 0
-                    for r in 0..<nq { total += slot.rowMax[r] }
-                    slot.top.insert(ScoredDocument(docId: docs[j], score: total))
-                }
-            }
+        let slots = (0..<max(1, min(workers, docs.count))).map { _ in
+            ExactSlot(dim: index.dim, codec: index.codec, rows: nq, queries: 1, k: k)
         }
-        var merged = TopK(capacity: k)
-        for slot in slots { for d in slot.top.heap { merged.insert(d) } }
-        return merged.sorted()
+        try scoreExactly(docs, query: q, rows: nq, offsets: [0, nq], index: index, slots: slots)
+        return merged(slots, query: 0, k: k)
     }
 }
 
