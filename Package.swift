@@ -21,10 +21,13 @@ let package = Package(
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
 
+        // Hot loops that need AVX2/FMA, picked at run time with a portable fallback.
+        .target(name: "CKernels"),
+
         // Shared numeric kernels and types: BLAS wrapper, residual codec, token embeddings, JSON lines,
         // latency percentiles.
         .target(name: "ColBERTCore", dependencies: [
-            "COpenBLAS",
+            "COpenBLAS", "CKernels",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),

@@ -82,6 +82,17 @@ public struct ResidualCodec: Sendable, Equatable {
         }
     }
 
+    /// For every byte value b, the bucket weights of the `dimsPerByte` dims it packs, at
+    /// `b * dimsPerByte`: decoding is then one table row per code byte (`MaxSimKernel`).
+    public func expansionTable() -> [Float] {
+        let per = dimsPerByte, mask = (1 << nbits) - 1
+        var e = [Float](repeating: 0, count: 256 * per)
+        for byte in 0..<256 {
+            for j in 0..<per { e[byte * per + j] = bucketWeights[(byte >> (8 - nbits * (j + 1))) & mask] }
+        }
+        return e
+    }
+
     /// Reconstructs `centroid + weights[bucket]` into `out` (`dim` floats), L2-normalised when asked.
     public func decode(codes: UnsafeRawPointer, centroid: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, normalize: Bool = true) {
         let per = dimsPerByte

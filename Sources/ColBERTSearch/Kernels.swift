@@ -167,61 +167,19 @@ enum LookupTables {
 }
 
 /// Exact MaxSim of a (stacked) query matrix against one document: decompresses and normalises
-/// the document's tokens into scratch, one GEMM, then per query row the max over tokens.
+/// the document's tokens into scratch, then per query row the best dot product over them
+/// (`MaxSimKernel`).
 final class ExactScorer {
     let dim: Int
     let codec: ResidualCodec
     private var docVectors: [Float] = []
-    private var scores: [Float] = []
-    /// For every byte value, the bucket weights of the dims it packs: decoding is then one
-    /// table row per code byte instead of shifting out each dimension.
+    /// `ResidualCodec.expansionTable()`, built once per scorer.
     private let expand: [Float]
 
     init(dim: Int, codec: ResidualCodec) {
         self.dim = dim
         self.codec = codec
-        let per = codec.dimsPerByte, nbits = codec.nbits, mask = (1 << nbits) - 1
-        var e = [Float](repeating: 0, count: 256 * per)
-        for byte in 0..<256 {
-            for j in 0..<per { e[byte * per + j] = codec.bucketWeights[(byte >> (8 - nbits * (j + 1))) & mask] }
-        }
-        expand = e
-    }
-
-    /// Same as `ResidualCodec.decode(normalize: true)`, table-driven.
-    @inline(__always)
-    private func decode(_ code: UnsafeRawPointer, centroid c: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>,
-                        expand e: UnsafePointer<Float>) {
-        let per = codec.dimsPerByte
-        let bytes = codec.bytesPerVector
-        let b = code.assumingMemoryBound(to: UInt8.self)
-        if per == 4 {
-            // 2-bit codes: one byte is four dims, so each step is one 4-wide vector add.
-            var acc = SIMD4<Float>(repeating: 0)
-            let raw = UnsafeMutableRawPointer(out)
-            for p in 0..<bytes {
-                let w = UnsafeRawPointer(e + Int(b[p]) * 4).loadUnaligned(as: SIMD4<Float>.self)
-                let cc = UnsafeRawPointer(c + p * 4).loadUnaligned(as: SIMD4<Float>.self)
-                let v = cc + w
-                raw.storeBytes(of: v, toByteOffset: p * 16, as: SIMD4<Float>.self)
-                acc += v * v
-            }
-            let inv = 1 / max(acc.sum().squareRoot(), 1e-12)
-            for p in 0..<bytes {
-                let v = raw.loadUnaligned(fromByteOffset: p * 16, as: SIMD4<Float>.self) * inv
-                raw.storeBytes(of: v, toByteOffset: p * 16, as: SIMD4<Float>.self)
-            }
-            return
-        }
-        for p in 0..<bytes {
-            let row = e + Int(b[p]) * per
-            let base = p * per
-            for j in 0..<per { out[base + j] = c[base + j] + row[j] }
-        }
-        var s: Float = 0
-        for d in 0..<dim { s += out[d] * out[d] }
-        let inv = 1 / max(s.squareRoot(), 1e-12)
-        for d in 0..<dim { out[d] *= inv }
+        expand = codec.expansionTable()
     }
 
     /// Writes `max_j q_r · d_j` for every query row `r` into `rowMax` (`rows` floats); returns
@@ -230,26 +188,17 @@ final class ExactScorer {
                    centroids: UnsafePointer<Float>, rowMax: UnsafeMutablePointer<Float>) -> Bool {
         let n = document.count
         guard n > 0, rows > 0 else { return false }
+        precondition(document.bytesPerCode * codec.dimsPerByte == dim, "document codes do not match the codec")
         if docVectors.count < n * dim { docVectors = [Float](repeating: 0, count: n * dim) }
-        if scores.count < rows * n { scores = [Float](repeating: 0, count: rows * n) }
         let dim = self.dim
         expand.withUnsafeBufferPointer { eb in
             docVectors.withUnsafeMutableBufferPointer { dv in
                 let d = dv.baseAddress!
-                for j in 0..<n {
-                    decode(document.code(j), centroid: centroids + Int(document.centroidId(j)) * dim,
-                           into: d + j * dim, expand: eb.baseAddress!)
-                }
-                scores.withUnsafeMutableBufferPointer { sv in
-                    let s = sv.baseAddress!
-                    BLAS.sgemm(transB: true, m: rows, n: n, k: dim, a: query, lda: dim, b: d, ldb: dim, c: s, ldc: n)
-                    for r in 0..<rows {
-                        let row = s + r * n
-                        var m = row[0]
-                        for j in 1..<n where row[j] > m { m = row[j] }
-                        rowMax[r] = m
-                    }
-                }
+                MaxSimKernel.decodeNormalized(codes: document.codes, bytesPerCode: document.bytesPerCode,
+                                              centroidIds: document.centroidIds, centroids: centroids,
+                                              expansion: eb.baseAddress!, dimsPerByte: codec.dimsPerByte,
+                                              count: n, into: d)
+                MaxSimKernel.rowMaxima(query: query, rows: rows, documents: d, count: n, dim: dim, into: rowMax)
             }
         }
         return true

@@ -1,0 +1,25 @@
+#ifndef CKERNELS_H
+#define CKERNELS_H
+
+/// Hot numeric loops that need instructions above the x86-64 baseline the Swift code is
+/// compiled for (AVX2 and FMA), chosen at run time; every kernel has a portable fallback
+/// that gives the same result up to float rounding.
+
+/// 1 when the AVX2 + FMA kernels are in use on this CPU, else 0.
+int ck_uses_avx2(void);
+
+/// For every query row i in [0, rows): rowmax[i] = max over j in [0, n) of dot(q + i*dim, d + j*dim).
+/// q is rows x dim and d is n x dim, both row-major and contiguous. Requires rows > 0, n > 0.
+void ck_maxsim_rows(const float *q, int rows, const float *d, int n, int dim, float *rowmax);
+
+/// Decompresses and L2-normalises n tokens: out row j = normalise(centroid + residual), where
+/// the centroid is row centroid_ids[j] of `centroids` (n little-endian u32, any alignment) and
+/// the residual of code byte b is `expand[b * per ..< (b + 1) * per]` (per = dims per byte).
+/// Codes are `bytes_per_code` bytes each, contiguous; dim = bytes_per_code * per.
+void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
+                          const float *centroids, const float *expand, int per, int n, float *out);
+
+/// A hint to fetch the cache line holding p (for reads), ahead of a scattered access.
+static inline void ck_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
+#endif

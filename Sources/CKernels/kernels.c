@@ -1,0 +1,183 @@
+#include "CKernels.h"
+#include <math.h>
+#include <string.h>
+#include <stdint.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define CK_X86 1
+#endif
+
+static void maxsim_portable(const float *q, int rows, const float *d, int n, int dim, float *rowmax) {
+    for (int i = 0; i < rows; i++) {
+        const float *qi = q + (long)i * dim;
+        float best = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            const float *dj = d + (long)j * dim;
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            int k = 0;
+            for (; k + 4 <= dim; k += 4) {
+                s0 += qi[k] * dj[k];
+                s1 += qi[k + 1] * dj[k + 1];
+                s2 += qi[k + 2] * dj[k + 2];
+                s3 += qi[k + 3] * dj[k + 3];
+            }
+            for (; k < dim; k++) s0 += qi[k] * dj[k];
+            float s = (s0 + s1) + (s2 + s3);
+            if (s > best) best = s;
+        }
+        rowmax[i] = best;
+    }
+}
+
+static inline uint32_t load_u32le(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void decode_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
+                            const float *centroids, const float *expand, int per, int n, float *out) {
+    int dim = bpc * per;
+    for (int j = 0; j < n; j++) {
+        const unsigned char *b = codes + (long)j * bpc;
+        const float *c = centroids + (long)load_u32le(ids + 4 * (long)j) * dim;
+        float *o = out + (long)j * dim;
+        float s0 = 0, s1 = 0;
+        for (int p = 0; p < bpc; p++) {
+            const float *e = expand + (int)b[p] * per;
+            for (int k = 0; k < per; k++) {
+                float v = c[p * per + k] + e[k];
+                o[p * per + k] = v;
+                if (k & 1) s1 += v * v; else s0 += v * v;
+            }
+        }
+        float norm = sqrtf(s0 + s1);
+        float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+        for (int d = 0; d < dim; d++) o[d] *= inv;
+    }
+}
+
+#ifdef CK_X86
+/// 2-bit and 1-bit codes (4 or 8 dims per byte): eight dims per step from one or two table rows.
+__attribute__((target("avx2,fma")))
+static void decode_avx2(const unsigned char *codes, int bpc, const unsigned char *ids,
+                        const float *centroids, const float *expand, int per, int n, float *out) {
+    int dim = bpc * per;
+    for (int j = 0; j < n; j++) {
+        const unsigned char *b = codes + (long)j * bpc;
+        uint32_t cid = load_u32le(ids + 4 * (long)j);
+        const float *c = centroids + (long)cid * dim;
+        if (j + 1 < n) {
+            // The next token's centroid row, unless it is this one (tokens come grouped by
+            // centroid): scattered rows of a table larger than L2 are the slow part here.
+            uint32_t next = load_u32le(ids + 4 * (long)(j + 1));
+            if (next != cid) {
+                const char *row = (const char *)(centroids + (long)next * dim);
+                for (int o = 0; o < dim * 4; o += 64) _mm_prefetch(row + o, _MM_HINT_T0);
+            }
+        }
+        float *o = out + (long)j * dim;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        if (per == 4) {
+            for (int p = 0; p < bpc; p += 2) {
+                __m256 e = _mm256_set_m128(_mm_loadu_ps(expand + 4 * (int)b[p + 1]), _mm_loadu_ps(expand + 4 * (int)b[p]));
+                __m256 v = _mm256_add_ps(_mm256_loadu_ps(c + 4 * p), e);
+                _mm256_storeu_ps(o + 4 * p, v);
+                if (p & 2) acc1 = _mm256_fmadd_ps(v, v, acc1); else acc0 = _mm256_fmadd_ps(v, v, acc0);
+            }
+        } else {
+            for (int p = 0; p < bpc; p++) {
+                __m256 v = _mm256_add_ps(_mm256_loadu_ps(c + 8 * p), _mm256_loadu_ps(expand + 8 * (int)b[p]));
+                _mm256_storeu_ps(o + 8 * p, v);
+                if (p & 1) acc1 = _mm256_fmadd_ps(v, v, acc1); else acc0 = _mm256_fmadd_ps(v, v, acc0);
+            }
+        }
+        __m256 acc = _mm256_add_ps(acc0, acc1);
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        s = _mm_hadd_ps(s, s);
+        s = _mm_hadd_ps(s, s);
+        float norm = sqrtf(_mm_cvtss_f32(s));
+        __m256 inv = _mm256_set1_ps(1.0f / (norm > 1e-12f ? norm : 1e-12f));
+        for (int d = 0; d < dim; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), inv));
+    }
+}
+
+/// Sums each of eight vectors: lane 2r+t of the result is the total of acc[r][t].
+__attribute__((target("avx2,fma")))
+static inline __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3,
+                           __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
+    __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+    return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
+}
+
+/// Tiles of 4 query rows x 2 document tokens: eight accumulators, each query and document
+/// load shared by two or four FMAs. A missing row or token of a tile repeats the previous
+/// one, so one code path covers every size; only valid rows are written.
+__attribute__((target("avx2,fma")))
+static void maxsim_avx2(const float *q, int rows, const float *d, int n, int dim, float *rowmax) {
+    for (int r = 0; r < rows; r += 4) {
+        const float *q0 = q + (long)r * dim;
+        const float *q1 = r + 1 < rows ? q0 + dim : q0;
+        const float *q2 = r + 2 < rows ? q1 + dim : q1;
+        const float *q3 = r + 3 < rows ? q2 + dim : q2;
+        __m256 run = _mm256_set1_ps(-INFINITY);
+        for (int j = 0; j < n; j += 2) {
+            const float *d0 = d + (long)j * dim;
+            const float *d1 = j + 1 < n ? d0 + dim : d0;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (int k = 0; k < dim; k += 8) {
+                __m256 x0 = _mm256_loadu_ps(d0 + k), x1 = _mm256_loadu_ps(d1 + k);
+                __m256 y = _mm256_loadu_ps(q0 + k);
+                a0 = _mm256_fmadd_ps(y, x0, a0); a1 = _mm256_fmadd_ps(y, x1, a1);
+                y = _mm256_loadu_ps(q1 + k);
+                a2 = _mm256_fmadd_ps(y, x0, a2); a3 = _mm256_fmadd_ps(y, x1, a3);
+                y = _mm256_loadu_ps(q2 + k);
+                a4 = _mm256_fmadd_ps(y, x0, a4); a5 = _mm256_fmadd_ps(y, x1, a5);
+                y = _mm256_loadu_ps(q3 + k);
+                a6 = _mm256_fmadd_ps(y, x0, a6); a7 = _mm256_fmadd_ps(y, x1, a7);
+            }
+            run = _mm256_max_ps(run, hsum8(a0, a1, a2, a3, a4, a5, a6, a7));
+        }
+        float m[8];
+        _mm256_storeu_ps(m, run);
+        for (int i = 0; i < 4 && r + i < rows; i++) rowmax[r + i] = m[2 * i] > m[2 * i + 1] ? m[2 * i] : m[2 * i + 1];
+    }
+}
+
+static int avx2_state = -1;
+
+int ck_uses_avx2(void) {
+    int s = __atomic_load_n(&avx2_state, __ATOMIC_RELAXED);
+    if (s < 0) {
+        __builtin_cpu_init();
+        s = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+        __atomic_store_n(&avx2_state, s, __ATOMIC_RELAXED);
+    }
+    return s;
+}
+#else
+int ck_uses_avx2(void) { return 0; }
+#endif
+
+void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
+                          const float *centroids, const float *expand, int per, int n, float *out) {
+    if (n <= 0 || bytes_per_code <= 0) return;
+#ifdef CK_X86
+    if (((per == 4 && bytes_per_code % 2 == 0) || per == 8) && ck_uses_avx2()) {
+        decode_avx2(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out);
+        return;
+    }
+#endif
+    decode_portable(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out);
+}
+
+void ck_maxsim_rows(const float *q, int rows, const float *d, int n, int dim, float *rowmax) {
+    if (rows <= 0 || n <= 0) return;
+#ifdef CK_X86
+    if (dim % 8 == 0 && ck_uses_avx2()) {
+        maxsim_avx2(q, rows, d, n, dim, rowmax);
+        return;
+    }
+#endif
+    maxsim_portable(q, rows, d, n, dim, rowmax);
+}

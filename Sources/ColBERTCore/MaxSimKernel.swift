@@ -1,0 +1,35 @@
+import CKernels
+
+/// The inner loop of exact MaxSim: per query row, the best dot product over a document's
+/// token vectors. One fused pass (AVX2/FMA when the CPU has it, picked at run time) instead of
+/// a small GEMM whose packing, zeroing and score matrix cost more than its arithmetic at the
+/// sizes of one document.
+public enum MaxSimKernel {
+    /// Whether the AVX2 + FMA path is in use on this CPU.
+    public static var usesAVX2: Bool { ck_uses_avx2() != 0 }
+
+    /// `rowMax[i] = max_j query_i · documents_j` for `rows` query rows and `count` document
+    /// rows of `dim` floats each (row-major). Does nothing when `rows` or `count` is 0.
+    @inlinable
+    public static func rowMaxima(query: UnsafePointer<Float>, rows: Int, documents: UnsafePointer<Float>,
+                                 count: Int, dim: Int, into rowMax: UnsafeMutablePointer<Float>) {
+        guard rows > 0, count > 0, dim > 0 else { return }
+        precondition(rows <= Int(Int32.max) && count <= Int(Int32.max) && dim <= Int(Int32.max))
+        ck_maxsim_rows(query, Int32(rows), documents, Int32(count), Int32(dim), rowMax)
+    }
+
+    /// Decompresses and L2-normalises `count` tokens into `out` (`count × dim` floats): row j is
+    /// `normalise(centroids[centroidIds[j]] + residual(codes[j]))`, the residual of code byte b
+    /// being `expansion[b * dimsPerByte ..< (b + 1) * dimsPerByte]`. `centroidIds` holds
+    /// `count` little-endian UInt32 (any alignment), `codes` `count × bytesPerCode` bytes.
+    @inlinable
+    public static func decodeNormalized(codes: UnsafeRawPointer, bytesPerCode: Int, centroidIds: UnsafeRawPointer,
+                                        centroids: UnsafePointer<Float>, expansion: UnsafePointer<Float>,
+                                        dimsPerByte: Int, count: Int, into out: UnsafeMutablePointer<Float>) {
+        guard count > 0 else { return }
+        precondition(count <= Int(Int32.max) && bytesPerCode <= Int(Int32.max) && (1...8).contains(dimsPerByte))
+        ck_decode_normalized(codes.assumingMemoryBound(to: UInt8.self), Int32(bytesPerCode),
+                             centroidIds.assumingMemoryBound(to: UInt8.self), centroids, expansion,
+                             Int32(dimsPerByte), Int32(count), out)
+    }
+}

@@ -1,0 +1,92 @@
+import Testing
+@testable import ColBERTCore
+
+@Suite struct MaxSimKernelTests {
+    func random(_ n: Int, seed: UInt64) -> [Float] {
+        var g = SplitMix64(seed: seed)
+        return (0..<n).map { _ in Float(g.nextDouble() * 2 - 1) }
+    }
+
+    /// Every tile edge of the vector path (rows and tokens not multiples of the tile) and a
+    /// dimension the vector path does not take (12), against a plain double-precision loop.
+    @Test(arguments: [8, 12, 128])
+    func rowMaximaMatchBruteForce(dim: Int) {
+        for rows in [1, 2, 3, 4, 5, 7, 9, 32] {
+            for n in [1, 2, 3, 5, 17] {
+                let q = random(rows * dim, seed: UInt64(rows * 100 + n))
+                let d = random(n * dim, seed: UInt64(rows * 1000 + n + 7))
+                var got = [Float](repeating: .nan, count: rows)
+                q.withUnsafeBufferPointer { qb in
+                    d.withUnsafeBufferPointer { db in
+                        got.withUnsafeMutableBufferPointer { gb in
+                            MaxSimKernel.rowMaxima(query: qb.baseAddress!, rows: rows, documents: db.baseAddress!,
+                                                   count: n, dim: dim, into: gb.baseAddress!)
+                        }
+                    }
+                }
+                for i in 0..<rows {
+                    var best = -Double.infinity
+                    for j in 0..<n {
+                        var s = 0.0
+                        for k in 0..<dim { s += Double(q[i * dim + k]) * Double(d[j * dim + k]) }
+                        best = max(best, s)
+                    }
+                    #expect(abs(Double(got[i]) - best) < 1e-5, "rows \(rows) n \(n) row \(i): \(got[i]) vs \(best)")
+                }
+            }
+        }
+    }
+
+    /// The table-driven decoder gives what `ResidualCodec.decode(normalize: true)` gives, for
+    /// every code width, with centroid ids read unaligned.
+    @Test(arguments: [1, 2, 4])
+    func decodeNormalizedMatchesCodec(nbits: Int) throws {
+        let dim = 32, n = 9, K = 5
+        let residuals = random(400 * dim, seed: 3).map { $0 * 0.3 }
+        let codec = try ResidualCodec.train(dim: dim, nbits: nbits, residuals: residuals)
+        let centroids = random(K * dim, seed: 5)
+        let vectors = random(n * dim, seed: 9)
+        let bpc = codec.bytesPerVector
+        var codes = [UInt8](repeating: 0, count: n * bpc)
+        // One byte of padding in front, so the ids are not 4-byte aligned.
+        var ids = [UInt8](repeating: 0, count: 1 + 4 * n)
+        for j in 0..<n {
+            let c = UInt32((j * 3) % K)
+            withUnsafeBytes(of: c.littleEndian) { for b in 0..<4 { ids[1 + 4 * j + b] = $0[b] } }
+            vectors.withUnsafeBufferPointer { v in
+                centroids.withUnsafeBufferPointer { cb in
+                    codes.withUnsafeMutableBufferPointer { out in
+                        codec.encode(vector: v.baseAddress! + j * dim, centroid: cb.baseAddress! + Int(c) * dim,
+                                     into: out.baseAddress! + j * bpc)
+                    }
+                }
+            }
+        }
+        let table = codec.expansionTable()
+        var got = [Float](repeating: .nan, count: n * dim)
+        codes.withUnsafeBytes { cb in
+            ids.withUnsafeBytes { ib in
+                centroids.withUnsafeBufferPointer { cent in
+                    table.withUnsafeBufferPointer { tb in
+                        got.withUnsafeMutableBufferPointer { gb in
+                            MaxSimKernel.decodeNormalized(codes: cb.baseAddress!, bytesPerCode: bpc,
+                                                          centroidIds: ib.baseAddress! + 1, centroids: cent.baseAddress!,
+                                                          expansion: tb.baseAddress!, dimsPerByte: codec.dimsPerByte,
+                                                          count: n, into: gb.baseAddress!)
+                        }
+                    }
+                }
+            }
+        }
+        var want = [Float](repeating: 0, count: dim)
+        for j in 0..<n {
+            let c = (j * 3) % K
+            codes.withUnsafeBytes { cb in
+                centroids.withUnsafeBufferPointer { cent in
+                    codec.decode(codes: cb.baseAddress! + j * bpc, centroid: cent.baseAddress! + c * dim, into: &want, normalize: true)
+                }
+            }
+            for d in 0..<dim { #expect(abs(got[j * dim + d] - want[d]) < 1e-6, "token \(j) dim \(d)") }
+        }
+    }
+}
