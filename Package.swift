@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "ColBERTModel", dependencies: ["ColBERTCore", "ColBERTTokenizer", "COpenBLAS"]),
         // The LMDB-backed compressed index: k-means, build, add, delete, verify, stats.
         .target(name: "ColBERTIndex", dependencies: [
-            "ColBERTCore", "CLMDB", "COpenBLAS",
+            "ColBERTCore", "CLMDB", "COpenBLAS", "CKernels",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Centroid-pruned (WARP-style) and exhaustive MaxSim, BEIR metrics.

@@ -23,14 +23,22 @@ public struct ClusterView {
     @inlinable public func code(_ i: Int) -> UnsafeRawPointer { codes + i * bytesPerCode }
 
     /// Entries of `doc`: the range `lo..<hi` (empty when absent), by binary search.
+    @inlinable
     public func entries(of doc: UInt32) -> Range<Int> {
         guard count > 0, doc >= docBase, doc - docBase <= UInt32(UInt16.max) else { return 0..<0 }
         let target = UInt16(doc - docBase)
         @inline(__always) func offset(_ i: Int) -> UInt16 {
             UInt16(littleEndian: docOffsets.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
         }
-        var lo = 0, hi = count
-        while lo < hi { let m = (lo + hi) / 2; if offset(m) < target { lo = m + 1 } else { hi = m } }
+        // Branch-free lower bound: the probes' outcomes are unpredictable, so conditional moves
+        // beat branches.
+        var base = 0, n = count
+        while n > 1 {
+            let half = n / 2
+            base = offset(base + half) < target ? base + half : base
+            n -= half
+        }
+        let lo = base + (offset(base) < target ? 1 : 0)
         var end = lo
         while end < count && offset(end) == target { end += 1 }
         return lo..<end

@@ -1,3 +1,4 @@
+import CKernels
 import ColBERTCore
 import Foundation
 import Synchronization
@@ -50,11 +51,10 @@ final class ClusterDirectory: @unchecked Sendable {
         self.lastDocs = lastDocs
     }
 
-    /// Copies the tokens of `doc` in cluster `c` to `out` (centroid ids) and `codes`, from
-    /// `at` on, without writing at or past `limit`; returns the new `at`, or nil past `limit`.
+    /// Appends where the tokens of `doc` in cluster `c` lie (one run per chunk holding any)
+    /// and returns how many there are.
     @inline(__always)
-    func gather(doc: UInt32, cluster c: Int, into out: UnsafeMutableRawPointer, codes: UnsafeMutableRawPointer,
-                at start: Int, limit: Int, bytesPerCode bpc: Int) -> Int? {
+    func locate(doc: UInt32, cluster c: Int, position k: Int32, into runs: inout [TokenRun]) -> Int {
         let lo = first[c], hi = first[c + 1]
         // First chunk whose last id is >= doc, then forward while chunks start at or below it.
         var a = lo, b = hi
@@ -62,19 +62,51 @@ final class ClusterDirectory: @unchecked Sendable {
             let m = (a + b) / 2
             if lastDocs[m] < doc { a = m + 1 } else { b = m }
         }
-        var at = start
+        var found = 0
         var j = a
         while j < hi, chunks[j].docBase <= doc {
             let v = chunks[j]
-            for i in v.entries(of: doc) {
-                guard at < limit else { return nil }
-                out.storeBytes(of: UInt32(c).littleEndian, toByteOffset: 4 * at, as: UInt32.self)
-                (codes + bpc * at).copyMemory(from: v.code(i), byteCount: bpc)
-                at += 1
+            let r = v.entries(of: doc)
+            if !r.isEmpty {
+                runs.append(TokenRun(codes: v.code(r.lowerBound), count: Int32(r.count), position: k, centroid: UInt32(c)))
+                found += r.count
             }
             j += 1
         }
-        return at
+        return found
+    }
+
+    /// Asks for the lines of `c`'s first chunk's id offsets (up to four) ahead of a `locate`.
+    @inline(__always)
+    func prefetch(cluster c: Int) {
+        let j = first[c]
+        guard j < first[c + 1] else { return }
+        let v = chunks[j]
+        var o = 0
+        while o < min(2 * v.count, 256) { ck_prefetch(v.docOffsets + o); o += 64 }
+    }
+}
+
+/// Consecutive tokens of one document in one chunk: where their codes lie in the map.
+struct TokenRun {
+    let codes: UnsafeRawPointer
+    let count: Int32
+    /// Position of the document in the requested ids.
+    let position: Int32
+    let centroid: UInt32
+}
+
+/// A code copy without a library call: codes are a few dozen bytes, copied once per token.
+@inline(__always)
+func copyCode(from src: UnsafeRawPointer, to dst: UnsafeMutableRawPointer, bytes: Int) {
+    var o = 0
+    while o + 8 <= bytes {
+        dst.storeBytes(of: src.loadUnaligned(fromByteOffset: o, as: UInt64.self), toByteOffset: o, as: UInt64.self)
+        o += 8
+    }
+    while o < bytes {
+        dst.storeBytes(of: src.load(fromByteOffset: o, as: UInt8.self), toByteOffset: o, as: UInt8.self)
+        o += 1
     }
 }
 
@@ -155,42 +187,74 @@ public struct IndexReadSnapshot: IndexSnapshot {
         let d = try directory()
         var tokenStart = [Int](repeating: 0, count: docIds.count + 1)
         var live = [Bool](repeating: false, count: docIds.count)
-        // (centroid << 32 | position in docIds) for every distinct centroid of every document.
-        var pairs: [UInt64] = []
+        var centroidIds: [UInt32] = []
+        // (centroid, position in docIds) for every distinct centroid of every document, bucketed
+        // by centroid (a counting sort: the pairs are many, the centroids a fixed range).
+        let K = index.centroidCount
+        var pairCentroid: [UInt32] = []
+        var pairDoc: [Int32] = []
+        var bucketStart = [Int32](repeating: 0, count: K + 1)
         for (k, id) in docIds.enumerated() {
             var n = 0
             if let v = try txn.get(index.docs, key: Keys.u32(id)) {
-                guard let (count, centroidIds) = Schema.decodeDocument(v) else { throw IndexError.corrupt("document record \(id) is malformed") }
+                guard let count = Schema.decodeDocument(v, centroids: &centroidIds) else { throw IndexError.corrupt("document record \(id) is malformed") }
                 for c in centroidIds {
-                    guard Int(c) < index.centroidCount else { throw IndexError.corrupt("document \(id): centroid \(c) out of range") }
-                    pairs.append(UInt64(c) << 32 | UInt64(k))
+                    guard Int(c) < K else { throw IndexError.corrupt("document \(id): centroid \(c) out of range") }
+                    pairCentroid.append(c)
+                    pairDoc.append(Int32(k))
+                    bucketStart[Int(c) + 1] += 1
                 }
                 n = count
                 live[k] = true
             }
             tokenStart[k + 1] = tokenStart[k] + n
         }
-        pairs.sort()
+        for c in 0..<K { bucketStart[c + 1] += bucketStart[c] }
+        var sortedDoc = [Int32](repeating: 0, count: pairDoc.count)
+        var sortedCentroid = [UInt32](repeating: 0, count: pairDoc.count)
+        var fill = bucketStart
+        for (c, k) in zip(pairCentroid, pairDoc) {
+            let at = Int(fill[Int(c)])
+            sortedDoc[at] = k
+            sortedCentroid[at] = c
+            fill[Int(c)] += 1
+        }
         let total = tokenStart[docIds.count]
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, total * (4 + bpc)), alignment: 16)
         defer { buffer.deallocate() }
         let codes = buffer + 4 * total
+        // Two passes, so that memory latency overlaps: first every run's place (binary searches
+        // over id offsets, prefetched a few clusters ahead), then the copies, each run's codes
+        // prefetched several runs ahead.
+        var runs: [TokenRun] = []
+        runs.reserveCapacity(sortedDoc.count + sortedDoc.count / 4)
+        var located = [Int](repeating: 0, count: docIds.count)
+        let ahead = 8
+        for p in 0..<sortedDoc.count {
+            if p + ahead < sortedDoc.count { d.prefetch(cluster: Int(sortedCentroid[p + ahead])) }
+            let k = Int(sortedDoc[p])
+            located[k] += d.locate(doc: docIds[k], cluster: Int(sortedCentroid[p]), position: Int32(k), into: &runs)
+        }
+        for k in docIds.indices where located[k] != tokenStart[k + 1] - tokenStart[k] {
+            throw IndexError.corrupt("document \(docIds[k]): its record has \(tokenStart[k + 1] - tokenStart[k]) tokens, its clusters \(located[k])")
+        }
         var filled = tokenStart
-        for pair in pairs {
-            let c = Int(pair >> 32), k = Int(pair & 0xFFFF_FFFF)
-            guard let next = d.gather(doc: docIds[k], cluster: c, into: buffer, codes: codes, at: filled[k],
-                                      limit: tokenStart[k + 1], bytesPerCode: bpc) else {
-                throw IndexError.corrupt("document \(docIds[k]): clusters hold more than its \(tokenStart[k + 1] - tokenStart[k]) tokens")
+        let copyAhead = 16
+        for (i, run) in runs.enumerated() {
+            if i + copyAhead < runs.count { ck_prefetch(runs[i + copyAhead].codes) }
+            let k = Int(run.position), n = Int(run.count)
+            var at = filled[k]
+            for t in 0..<n {
+                buffer.storeBytes(of: run.centroid.littleEndian, toByteOffset: 4 * at, as: UInt32.self)
+                copyCode(from: run.codes + t * bpc, to: codes + bpc * at, bytes: bpc)
+                at += 1
             }
-            filled[k] = next
+            filled[k] = at
         }
         var views: [DocumentView?] = []
         views.reserveCapacity(docIds.count)
         for k in docIds.indices {
             guard live[k] else { views.append(nil); continue }
-            guard filled[k] == tokenStart[k + 1] else {
-                throw IndexError.corrupt("document \(docIds[k]): its record has \(tokenStart[k + 1] - tokenStart[k]) tokens, its clusters \(filled[k] - tokenStart[k])")
-            }
             let s = tokenStart[k], n = tokenStart[k + 1] - s
             views.append(DocumentView(count: n, centroidIds: UnsafeRawPointer(buffer + 4 * s), codes: UnsafeRawPointer(codes + bpc * s), bytesPerCode: bpc))
         }

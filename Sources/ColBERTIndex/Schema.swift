@@ -104,10 +104,18 @@ enum Schema {
     /// Token count and distinct centroids of a document record; nil when malformed (truncated,
     /// trailing bytes, or centroids not strictly ascending).
     static func decodeDocument(_ p: UnsafeRawBufferPointer) -> (tokens: Int, centroids: [UInt32])? {
+        var out: [UInt32] = []
+        guard let tokens = decodeDocument(p, centroids: &out) else { return nil }
+        return (tokens, out)
+    }
+
+    /// `decodeDocument` into a caller's buffer (replacing its contents), returning the token count.
+    static func decodeDocument(_ p: UnsafeRawBufferPointer, centroids out: inout [UInt32]) -> Int? {
+        out.removeAll(keepingCapacity: true)
         guard p.count >= 8 else { return nil }
         let tokens = Int(u32LE(p, 0)), m = Int(u32LE(p, 4))
         guard m <= tokens, m <= p.count - 8 else { return nil }
-        var out = [UInt32](); out.reserveCapacity(m)
+        out.reserveCapacity(m)
         var at = 8
         var previous: UInt32 = 0
         for i in 0..<m {
@@ -126,7 +134,7 @@ enum Schema {
             previous = c
         }
         guard at == p.count, (m == 0) == (tokens == 0) else { return nil }
-        return (tokens, out)
+        return tokens
     }
 
     /// Stored fields: flags byte (1 = text stored), title, text, metadata, each UInt32 LE length + bytes.
