@@ -22,7 +22,8 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
 
         // Hot loops that need AVX2/FMA, picked at run time with a portable fallback.
-        .target(name: "CKernels"),
+        // Optimised in debug builds too, so that tests run the kernels at the speed they ship at.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"])]),
 
         // Shared numeric kernels and types: BLAS wrapper, residual codec, token embeddings, JSON lines,
         // latency percentiles.
@@ -34,7 +35,7 @@ let package = Package(
         // WordPiece tokenizer read from a Hugging Face tokenizer.json.
         .target(name: "ColBERTTokenizer"),
         // Checkpoint loading (safetensors, configs) and the BERT + Dense forward pass with PyLate's rules.
-        .target(name: "ColBERTModel", dependencies: ["ColBERTCore", "ColBERTTokenizer", "COpenBLAS"]),
+        .target(name: "ColBERTModel", dependencies: ["ColBERTCore", "ColBERTTokenizer", "COpenBLAS", "CKernels"]),
         // The LMDB-backed compressed index: k-means, build, add, delete, verify, stats.
         .target(name: "ColBERTIndex", dependencies: [
             "ColBERTCore", "CLMDB", "COpenBLAS", "CKernels",

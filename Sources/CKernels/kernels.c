@@ -181,3 +181,146 @@ void ck_maxsim_rows(const float *q, int rows, const float *d, int n, int dim, fl
 #endif
     maxsim_portable(q, rows, d, n, dim, rowmax);
 }
+
+/* e^x: range reduction to r in [-ln2/2, ln2/2], degree-7 Taylor series (relative error below
+   1e-7), scaling by 2^k through the exponent bits. Inputs are clamped to [-87, 88]. */
+static inline float exp_portable(float x) {
+    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float ks = xc * 1.44269504f + shifter;
+    float k = ks - shifter;
+    float r = (xc - k * 0.693359375f) + k * 2.1219444e-4f;
+    float p = 1.0f / 5040;
+    p = p * r + 1.0f / 720; p = p * r + 1.0f / 120; p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6; p = p * r + 0.5f; p = p * r + 1; p = p * r + 1;
+    union { float f; int32_t i; } a = { ks }, b = { shifter }, scale;
+    scale.i = (a.i - b.i + 127) << 23;
+    return p * scale.f;
+}
+
+static inline float gelu_portable(float x) {
+    float z = x * 0.70710678118654752f;
+    float a = z < 0 ? -z : z;
+    float t = 1.0f / (1.0f + 0.3275911f * a);
+    float poly = 1.061405429f;
+    poly = poly * t - 1.453152027f; poly = poly * t + 1.421413741f;
+    poly = poly * t - 0.284496736f; poly = poly * t + 0.254829592f;
+    float erfc_a = poly * t * exp_portable(-(a * a));
+    float one_plus_erf = z < 0 ? erfc_a : 2 - erfc_a;
+    return x * 0.5f * one_plus_erf;
+}
+
+static void softmax_portable(float *s, int rows, int cols, const float *mask) {
+    for (int r = 0; r < rows; r++) {
+        float *row = s + (long)r * cols;
+        float mx = -INFINITY;
+        for (int j = 0; j < cols; j++) if ((!mask || mask[j] != 0) && row[j] > mx) mx = row[j];
+        float sum = 0;
+        for (int j = 0; j < cols; j++) {
+            float e = exp_portable(row[j] - mx);
+            if (mask) e *= mask[j];
+            row[j] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < cols; j++) row[j] *= inv;
+    }
+}
+
+#ifdef CK_X86
+__attribute__((target("avx2,fma")))
+static inline __m256 exp_avx2(__m256 x) {
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    const __m256 shifter = _mm256_set1_ps(12582912.0f);
+    __m256 ks = _mm256_fmadd_ps(xc, _mm256_set1_ps(1.44269504f), shifter);
+    __m256 k = _mm256_sub_ps(ks, shifter);
+    __m256 r = _mm256_fmadd_ps(k, _mm256_set1_ps(2.1219444e-4f), _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), xc));
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_sub_epi32(_mm256_castps_si256(ks), _mm256_castps_si256(shifter));
+    e = _mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma")))
+static void gelu_avx2(float *x, long count) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    long i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
+        __m256 a = _mm256_andnot_ps(sign, z);
+        __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(a, _mm256_set1_ps(0.3275911f), _mm256_set1_ps(1.0f)));
+        __m256 poly = _mm256_set1_ps(1.061405429f);
+        poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
+        poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
+        poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
+        poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
+        __m256 erfc_a = _mm256_mul_ps(_mm256_mul_ps(poly, t), exp_avx2(_mm256_xor_ps(_mm256_mul_ps(a, a), sign)));
+        __m256 neg = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ);
+        __m256 one_plus_erf = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), erfc_a), erfc_a, neg);
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(0.5f)), one_plus_erf));
+    }
+    for (; i < count; i++) x[i] = gelu_portable(x[i]);
+}
+
+__attribute__((target("avx2,fma")))
+static void softmax_avx2(float *s, int rows, int cols, const float *mask) {
+    for (int r = 0; r < rows; r++) {
+        float *row = s + (long)r * cols;
+        float mx = -INFINITY;
+        int j = 0;
+        __m256 vmx = _mm256_set1_ps(-INFINITY);
+        if (!mask) {
+            for (; j + 8 <= cols; j += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(row + j));
+        }
+        float m8[8];
+        _mm256_storeu_ps(m8, vmx);
+        for (int q = 0; q < 8; q++) if (m8[q] > mx) mx = m8[q];
+        for (; j < cols; j++) if ((!mask || mask[j] != 0) && row[j] > mx) mx = row[j];
+        __m256 vm = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+        j = 0;
+        for (; j + 8 <= cols; j += 8) {
+            __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(row + j), vm));
+            if (mask) e = _mm256_mul_ps(e, _mm256_loadu_ps(mask + j));
+            _mm256_storeu_ps(row + j, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        _mm256_storeu_ps(m8, vsum);
+        float sum = ((m8[0] + m8[1]) + (m8[2] + m8[3])) + ((m8[4] + m8[5]) + (m8[6] + m8[7]));
+        for (; j < cols; j++) {
+            float e = exp_portable(row[j] - mx);
+            if (mask) e *= mask[j];
+            row[j] = e;
+            sum += e;
+        }
+        __m256 inv = _mm256_set1_ps(1.0f / sum);
+        j = 0;
+        for (; j + 8 <= cols; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), inv));
+        float invs = 1.0f / sum;
+        for (; j < cols; j++) row[j] *= invs;
+    }
+}
+#endif
+
+void ck_gelu(float *x, long count) {
+    if (count <= 0) return;
+#ifdef CK_X86
+    if (ck_uses_avx2()) { gelu_avx2(x, count); return; }
+#endif
+    for (long i = 0; i < count; i++) x[i] = gelu_portable(x[i]);
+}
+
+void ck_softmax_rows(float *s, int rows, int cols, const float *key_mask) {
+    if (rows <= 0 || cols <= 0) return;
+#ifdef CK_X86
+    if (ck_uses_avx2()) { softmax_avx2(s, rows, cols, key_mask); return; }
+#endif
+    softmax_portable(s, rows, cols, key_mask);
+}

@@ -1,61 +1,15 @@
+import CKernels
+
 /// Element-wise kernels of the BERT forward pass. The matrix work goes to BLAS.
 ///
-/// They are plain scalar loops over pointers on purpose: element-wise loops without calls are
-/// auto-vectorised in release builds, and unlike SIMD-typed code they stay usable in debug builds
-/// (where the parity tests run). Reductions keep four partial sums to break the dependency chain.
+/// The ones with a transcendental function (GELU, softmax) are C kernels with an AVX2 path
+/// (`CKernels`); the rest are plain loops over pointers, auto-vectorised in release builds.
+/// Reductions keep four partial sums to break the dependency chain.
 enum Kernels {
-    /// e^x: range reduction to r in [-ln2/2, ln2/2], degree-7 Taylor series for e^r (relative
-    /// error below 1e-7), then scaling by 2^k through the exponent bits. Branch-free, so loops
-    /// calling it vectorise.
-    @inline(__always)
-    static func exp(_ x: Float) -> Float {
-        let xc = Swift.min(Swift.max(x, -87), 88)
-        // Adding 1.5·2^23 rounds to an integer held in the low mantissa bits.
-        let shifter: Float = 12_582_912
-        let kShifted = xc * 1.442_695_04 + shifter
-        let k = kShifted - shifter
-        let r = (xc - k * 0.693_359_375) + k * 2.121_944_4e-4
-        var p: Float = 1.0 / 5040
-        p = p * r + 1.0 / 720
-        p = p * r + 1.0 / 120
-        p = p * r + 1.0 / 24
-        p = p * r + 1.0 / 6
-        p = p * r + 0.5
-        p = p * r + 1
-        p = p * r + 1
-        let kInt = Int32(bitPattern: kShifted.bitPattern) &- Int32(bitPattern: shifter.bitPattern)
-        return p * Float(bitPattern: UInt32(bitPattern: (kInt &+ 127) &<< 23))
-    }
-
-    /// GELU with the exact (erf) form, x · ½ · (1 + erf(x / √2)). erf uses Abramowitz & Stegun
-    /// 7.1.26 (absolute error ≤ 1.5e-7); for x < 0 the term 1 + erf is erfc(|z|), computed
-    /// directly, so there is no cancellation.
-    @inline(__always)
-    static func gelu(_ x: Float) -> Float {
-        let z = x * 0.707_106_781_186_547_5
-        let a = Swift.max(z, -z)
-        let t = 1 / (1 + 0.327_591_1 * a)
-        var poly: Float = 1.061_405_429
-        poly = poly * t - 1.453_152_027
-        poly = poly * t + 1.421_413_741
-        poly = poly * t - 0.284_496_736
-        poly = poly * t + 0.254_829_592
-        let erfcA = poly * t * exp(-(a * a))
-        let onePlusErf = z < 0 ? erfcA : 2 - erfcA
-        return x * 0.5 * onePlusErf
-    }
-
-    /// GELU(x + bias) in place, row by row.
-    static func biasGELU(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, bias: UnsafePointer<Float>) {
-        for r in 0..<rows {
-            let row = x + r * width
-            for j in 0..<width { row[j] = gelu(row[j] + bias[j]) }
-        }
-    }
-
-    /// GELU in place over `count` contiguous values.
+    /// Exact-form GELU in place over `count` contiguous values (`ck_gelu`: erf by Abramowitz &
+    /// Stegun 7.1.26, absolute error ≤ 1.5e-7; AVX2 when the CPU has it).
     static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        for j in 0..<count { x[j] = gelu(x[j]) }
+        ck_gelu(x, count)
     }
 
     /// Copies `bias` into each row (the starting value of a GEMM run with beta = 1).
@@ -78,33 +32,6 @@ enum Kernels {
         while j + 4 <= n { s0 += p[j]; s1 += p[j + 1]; s2 += p[j + 2]; s3 += p[j + 3]; j += 4 }
         while j < n { s0 += p[j]; j += 1 }
         return (s0 + s1) + (s2 + s3)
-    }
-
-    /// Largest value; `a > b ? a : b` with four partial maxima so the loop compiles to packed max
-    /// instructions (Swift.max's NaN handling keeps it scalar).
-    @inline(__always)
-    static func maximum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
-        var m0 = -Float.infinity, m1 = m0, m2 = m0, m3 = m0
-        var j = 0
-        while j + 4 <= n {
-            m0 = p[j] > m0 ? p[j] : m0; m1 = p[j + 1] > m1 ? p[j + 1] : m1
-            m2 = p[j + 2] > m2 ? p[j + 2] : m2; m3 = p[j + 3] > m3 ? p[j + 3] : m3
-            j += 4
-        }
-        while j < n { m0 = p[j] > m0 ? p[j] : m0; j += 1 }
-        m0 = m1 > m0 ? m1 : m0; m2 = m3 > m2 ? m3 : m2
-        return m2 > m0 ? m2 : m0
-    }
-
-    /// Largest value among the columns whose mask is non-zero.
-    @inline(__always)
-    static func maskedMaximum(_ p: UnsafePointer<Float>, _ n: Int, _ mask: UnsafePointer<Float>) -> Float {
-        var m = -Float.infinity
-        for j in 0..<n {
-            let v = mask[j] != 0 ? p[j] : -Float.infinity
-            m = v > m ? v : m
-        }
-        return m
     }
 
     /// residual ← LayerNorm(x + bias + residual) per row, with torch's biased variance.
@@ -147,16 +74,7 @@ enum Kernels {
     /// columns get probability 0 (what adding finfo.min before the softmax gives in torch).
     static func maskedSoftmax(_ s: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
                               keyMask: UnsafePointer<Float>, allKeys: Bool) {
-        for r in 0..<rows {
-            let row = s + r * cols
-            let mx = allKeys ? maximum(row, cols) : maskedMaximum(row, cols, keyMask)
-            if allKeys {
-                for j in 0..<cols { row[j] = exp(row[j] - mx) }
-            } else {
-                for j in 0..<cols { row[j] = exp(row[j] - mx) * keyMask[j] }
-            }
-            let inv = 1 / sum(row, cols)
-            for j in 0..<cols { row[j] *= inv }
-        }
+        precondition(rows <= Int(Int32.max) && cols <= Int(Int32.max))
+        ck_softmax_rows(s, Int32(rows), Int32(cols), allKeys ? nil : keyMask)
     }
 }

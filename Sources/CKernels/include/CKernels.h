@@ -22,4 +22,12 @@ void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const 
 /// A hint to fetch the cache line holding p (for reads), ahead of a scattered access.
 static inline void ck_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
 
+/// Exact-form GELU in place: x * (1 + erf(x / sqrt 2)) / 2, erf by Abramowitz & Stegun 7.1.26
+/// (absolute error <= 1.5e-7) with erfc computed directly for negative arguments.
+void ck_gelu(float *x, long count);
+
+/// Row-wise softmax in place of a rows x cols block; when key_mask is not NULL, columns whose
+/// mask is 0 get probability 0 (and do not count towards the maximum).
+void ck_softmax_rows(float *s, int rows, int cols, const float *key_mask);
+
 #endif
