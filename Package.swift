@@ -62,9 +62,9 @@ let package = Package(
         ]),
         .executableTarget(name: "colbert", dependencies: ["ColBERTCLI"]),
 
-        .testTarget(name: "ColBERTCoreTests", dependencies: ["ColBERTCore"]),
+        .testTarget(name: "ColBERTCoreTests", dependencies: ["ColBERTCore", "CKernels"]),
         .testTarget(name: "ColBERTTokenizerTests", dependencies: ["ColBERTTokenizer"]),
-        .testTarget(name: "ColBERTModelTests", dependencies: ["ColBERTModel", "ColBERTCore", "ColBERTTokenizer"]),
+        .testTarget(name: "ColBERTModelTests", dependencies: ["ColBERTModel", "ColBERTCore", "ColBERTTokenizer", "CKernels"]),
         .testTarget(name: "ColBERTIndexTests", dependencies: ["ColBERTIndex", "ColBERTCore"]),
         .testTarget(name: "ColBERTSearchTests", dependencies: ["ColBERTSearch", "ColBERTCore"]),
         .testTarget(name: "ColBERTServerTests", dependencies: [

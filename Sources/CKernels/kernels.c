@@ -2,13 +2,14 @@
 #include <math.h>
 #include <string.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #define CK_X86 1
 #endif
 
-static void maxsim_portable(const float *q, int rows, const float *d, int n, int dim, float *rowmax) {
+void ck_maxsim_rows_portable(const float *q, int rows, const float *d, int n, int dim, float *rowmax) {
     for (int i = 0; i < rows; i++) {
         const float *qi = q + (long)i * dim;
         float best = -INFINITY;
@@ -34,7 +35,7 @@ static inline uint32_t load_u32le(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static void decode_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
+void ck_decode_normalized_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
                             const float *centroids, const float *expand, int per, int n, float *out) {
     int dim = bpc * per;
     for (int j = 0; j < n; j++) {
@@ -150,7 +151,9 @@ int ck_uses_avx2(void) {
     int s = __atomic_load_n(&avx2_state, __ATOMIC_RELAXED);
     if (s < 0) {
         __builtin_cpu_init();
-        s = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+        const char *off = getenv("COLBERT_NO_AVX2");
+        int disabled = off != NULL && off[0] != '\0' && strcmp(off, "0") != 0;
+        s = !disabled && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
         __atomic_store_n(&avx2_state, s, __ATOMIC_RELAXED);
     }
     return s;
@@ -168,7 +171,7 @@ void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const 
         return;
     }
 #endif
-    decode_portable(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out);
+    ck_decode_normalized_portable(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out);
 }
 
 void ck_maxsim_rows(const float *q, int rows, const float *d, int n, int dim, float *rowmax) {
@@ -179,7 +182,7 @@ void ck_maxsim_rows(const float *q, int rows, const float *d, int n, int dim, fl
         return;
     }
 #endif
-    maxsim_portable(q, rows, d, n, dim, rowmax);
+    ck_maxsim_rows_portable(q, rows, d, n, dim, rowmax);
 }
 
 /* e^x: range reduction to r in [-ln2/2, ln2/2], degree-7 Taylor series (relative error below
@@ -210,20 +213,23 @@ static inline float gelu_portable(float x) {
     return x * 0.5f * one_plus_erf;
 }
 
-static void softmax_portable(float *s, int rows, int cols, const float *mask) {
+void ck_softmax_rows_portable(float *s, int rows, int cols, const float *mask) {
     for (int r = 0; r < rows; r++) {
         float *row = s + (long)r * cols;
         float mx = -INFINITY;
         for (int j = 0; j < cols; j++) if ((!mask || mask[j] != 0) && row[j] > mx) mx = row[j];
-        float sum = 0;
-        for (int j = 0; j < cols; j++) {
-            float e = exp_portable(row[j] - mx);
-            if (mask) e *= mask[j];
-            row[j] = e;
-            sum += e;
+        /* The exponentials in their own loop and four partial sums, so both vectorise. */
+        if (mask) {
+            for (int j = 0; j < cols; j++) row[j] = exp_portable(row[j] - mx) * mask[j];
+        } else {
+            for (int j = 0; j < cols; j++) row[j] = exp_portable(row[j] - mx);
         }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < cols; j++) row[j] *= inv;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int j = 0;
+        for (; j + 4 <= cols; j += 4) { s0 += row[j]; s1 += row[j + 1]; s2 += row[j + 2]; s3 += row[j + 3]; }
+        for (; j < cols; j++) s0 += row[j];
+        float inv = 1.0f / ((s0 + s1) + (s2 + s3));
+        for (j = 0; j < cols; j++) row[j] *= inv;
     }
 }
 
@@ -309,12 +315,16 @@ static void softmax_avx2(float *s, int rows, int cols, const float *mask) {
 }
 #endif
 
+void ck_gelu_portable(float *x, long count) {
+    for (long i = 0; i < count; i++) x[i] = gelu_portable(x[i]);
+}
+
 void ck_gelu(float *x, long count) {
     if (count <= 0) return;
 #ifdef CK_X86
     if (ck_uses_avx2()) { gelu_avx2(x, count); return; }
 #endif
-    for (long i = 0; i < count; i++) x[i] = gelu_portable(x[i]);
+    ck_gelu_portable(x, count);
 }
 
 void ck_softmax_rows(float *s, int rows, int cols, const float *key_mask) {
@@ -322,5 +332,5 @@ void ck_softmax_rows(float *s, int rows, int cols, const float *key_mask) {
 #ifdef CK_X86
     if (ck_uses_avx2()) { softmax_avx2(s, rows, cols, key_mask); return; }
 #endif
-    softmax_portable(s, rows, cols, key_mask);
+    ck_softmax_rows_portable(s, rows, cols, key_mask);
 }

@@ -1,3 +1,4 @@
+import CKernels
 import Testing
 @testable import ColBERTCore
 
@@ -8,7 +9,8 @@ import Testing
     }
 
     /// Every tile edge of the vector path (rows and tokens not multiples of the tile) and a
-    /// dimension the vector path does not take (12), against a plain double-precision loop.
+    /// dimension the vector path does not take (12), against a plain double-precision loop; the
+    /// portable loop too.
     @Test(arguments: [8, 12, 128])
     func rowMaximaMatchBruteForce(dim: Int) {
         for rows in [1, 2, 3, 4, 5, 7, 9, 32] {
@@ -16,11 +18,15 @@ import Testing
                 let q = random(rows * dim, seed: UInt64(rows * 100 + n))
                 let d = random(n * dim, seed: UInt64(rows * 1000 + n + 7))
                 var got = [Float](repeating: .nan, count: rows)
+                var portable = [Float](repeating: .nan, count: rows)
                 q.withUnsafeBufferPointer { qb in
                     d.withUnsafeBufferPointer { db in
                         got.withUnsafeMutableBufferPointer { gb in
                             MaxSimKernel.rowMaxima(query: qb.baseAddress!, rows: rows, documents: db.baseAddress!,
                                                    count: n, dim: dim, into: gb.baseAddress!)
+                        }
+                        portable.withUnsafeMutableBufferPointer { pb in
+                            ck_maxsim_rows_portable(qb.baseAddress!, Int32(rows), db.baseAddress!, Int32(n), Int32(dim), pb.baseAddress!)
                         }
                     }
                 }
@@ -32,13 +38,14 @@ import Testing
                         best = max(best, s)
                     }
                     #expect(abs(Double(got[i]) - best) < 1e-5, "rows \(rows) n \(n) row \(i): \(got[i]) vs \(best)")
+                    #expect(abs(Double(portable[i]) - best) < 1e-5, "portable, rows \(rows) n \(n) row \(i)")
                 }
             }
         }
     }
 
     /// The table-driven decoder gives what `ResidualCodec.decode(normalize: true)` gives, for
-    /// every code width, with centroid ids read unaligned.
+    /// every code width, with centroid ids read unaligned; the portable loop too.
     @Test(arguments: [1, 2, 4])
     func decodeNormalizedMatchesCodec(nbits: Int) throws {
         let dim = 32, n = 9, K = 5
@@ -64,6 +71,7 @@ import Testing
         }
         let table = codec.expansionTable()
         var got = [Float](repeating: .nan, count: n * dim)
+        var portable = [Float](repeating: .nan, count: n * dim)
         codes.withUnsafeBytes { cb in
             ids.withUnsafeBytes { ib in
                 centroids.withUnsafeBufferPointer { cent in
@@ -73,6 +81,12 @@ import Testing
                                                           centroidIds: ib.baseAddress! + 1, centroids: cent.baseAddress!,
                                                           expansion: tb.baseAddress!, dimsPerByte: codec.dimsPerByte,
                                                           count: n, into: gb.baseAddress!)
+                        }
+                        portable.withUnsafeMutableBufferPointer { pb in
+                            ck_decode_normalized_portable(cb.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(bpc),
+                                                          ib.baseAddress!.assumingMemoryBound(to: UInt8.self) + 1,
+                                                          cent.baseAddress!, tb.baseAddress!, Int32(codec.dimsPerByte),
+                                                          Int32(n), pb.baseAddress!)
                         }
                     }
                 }
@@ -86,7 +100,10 @@ import Testing
                     codec.decode(codes: cb.baseAddress! + j * bpc, centroid: cent.baseAddress! + c * dim, into: &want, normalize: true)
                 }
             }
-            for d in 0..<dim { #expect(abs(got[j * dim + d] - want[d]) < 1e-6, "token \(j) dim \(d)") }
+            for d in 0..<dim {
+                #expect(abs(got[j * dim + d] - want[d]) < 1e-6, "token \(j) dim \(d)")
+                #expect(abs(portable[j * dim + d] - want[d]) < 1e-6, "portable, token \(j) dim \(d)")
+            }
         }
     }
 }

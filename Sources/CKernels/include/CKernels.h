@@ -5,7 +5,9 @@
 /// compiled for (AVX2 and FMA), chosen at run time; every kernel has a portable fallback
 /// that gives the same result up to float rounding.
 
-/// 1 when the AVX2 + FMA kernels are in use on this CPU, else 0.
+/// 1 when the AVX2 + FMA kernels are in use on this CPU, else 0. Setting the environment
+/// variable COLBERT_NO_AVX2 (to anything but "" or "0") before the first call forces the portable
+/// loops.
 int ck_uses_avx2(void);
 
 /// For every query row i in [0, rows): rowmax[i] = max over j in [0, n) of dot(q + i*dim, d + j*dim).
@@ -29,5 +31,12 @@ void ck_gelu(float *x, long count);
 /// Row-wise softmax in place of a rows x cols block; when key_mask is not NULL, columns whose
 /// mask is 0 get probability 0 (and do not count towards the maximum).
 void ck_softmax_rows(float *s, int rows, int cols, const float *key_mask);
+
+/// The portable loops behind each kernel, callable directly (tests compare the two paths).
+void ck_maxsim_rows_portable(const float *q, int rows, const float *d, int n, int dim, float *rowmax);
+void ck_decode_normalized_portable(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
+                                   const float *centroids, const float *expand, int per, int n, float *out);
+void ck_gelu_portable(float *x, long count);
+void ck_softmax_rows_portable(float *s, int rows, int cols, const float *key_mask);
 
 #endif
