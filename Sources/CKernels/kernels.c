@@ -174,15 +174,15 @@ void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const 
     ck_decode_normalized_portable(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out);
 }
 
-void ck_maxsim_rows(const float *q, int rows, const float *d, int n, int dim, float *rowmax) {
-    if (rows <= 0 || n <= 0) return;
+int ck_maxsim_rows(const float *q, int rows, const float *d, int n, int dim, float *rowmax) {
+    if (rows <= 0 || n <= 0) return 1;
 #ifdef CK_X86
     if (dim % 8 == 0 && ck_uses_avx2()) {
         maxsim_avx2(q, rows, d, n, dim, rowmax);
-        return;
+        return 1;
     }
 #endif
-    ck_maxsim_rows_portable(q, rows, d, n, dim, rowmax);
+    return 0;
 }
 
 /* e^x: range reduction to r in [-ln2/2, ln2/2], degree-7 Taylor series (relative error below

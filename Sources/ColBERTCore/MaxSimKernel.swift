@@ -5,21 +5,15 @@ import CKernels
 /// a small GEMM whose packing, zeroing and score matrix cost more than its arithmetic at the
 /// sizes of one document.
 public enum MaxSimKernel {
-    /// Whether the AVX2 + FMA path is in use on this CPU.
-    public static var usesAVX2: Bool { ck_uses_avx2() != 0 }
-
     /// `rowMax[i] = max_j query_i · documents_j` for `rows` query rows and `count` document
     /// rows of `dim` floats each (row-major). Does nothing when `rows` or `count` is 0.
-    /// Without AVX2 (or with `COLBERT_NO_AVX2` set) the dot products come from one BLAS GEMM,
-    /// which beats the portable C loop by far wherever OpenBLAS has vector kernels.
+    /// Where the C kernel has no vector path (no AVX2, `COLBERT_NO_AVX2` set, or a dim that is
+    /// not a multiple of 8) the dot products come from one BLAS GEMM instead.
     public static func rowMaxima(query: UnsafePointer<Float>, rows: Int, documents: UnsafePointer<Float>,
                                  count: Int, dim: Int, into rowMax: UnsafeMutablePointer<Float>) {
         guard rows > 0, count > 0, dim > 0 else { return }
         precondition(rows <= Int(Int32.max) && count <= Int(Int32.max) && dim <= Int(Int32.max))
-        if usesAVX2 && dim % 8 == 0 {
-            ck_maxsim_rows(query, Int32(rows), documents, Int32(count), Int32(dim), rowMax)
-            return
-        }
+        if ck_maxsim_rows(query, Int32(rows), documents, Int32(count), Int32(dim), rowMax) != 0 { return }
         withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * count) { scores in
             let s = scores.baseAddress!
             BLAS.sgemm(transB: true, m: rows, n: count, k: dim, a: query, lda: dim, b: documents, ldb: dim, c: s, ldc: count)

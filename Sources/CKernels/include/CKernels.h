@@ -11,8 +11,10 @@
 int ck_uses_avx2(void);
 
 /// For every query row i in [0, rows): rowmax[i] = max over j in [0, n) of dot(q + i*dim, d + j*dim).
-/// q is rows x dim and d is n x dim, both row-major and contiguous. Requires rows > 0, n > 0.
-void ck_maxsim_rows(const float *q, int rows, const float *d, int n, int dim, float *rowmax);
+/// q is rows x dim and d is n x dim, both row-major and contiguous. Returns 1 when done; 0, writing
+/// nothing, when there is no vector path for this CPU or dim: the caller then uses a GEMM, which
+/// beats the portable loop (`ck_maxsim_rows_portable`) wherever BLAS has vector kernels.
+int ck_maxsim_rows(const float *q, int rows, const float *d, int n, int dim, float *rowmax);
 
 /// Decompresses and L2-normalises n tokens: out row j = normalise(centroid + residual), where
 /// the centroid is row centroid_ids[j] of `centroids` (n little-endian u32, any alignment) and
