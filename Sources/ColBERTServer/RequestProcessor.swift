@@ -163,15 +163,26 @@ final class RequestProcessor: Sendable {
         case .search:
             let options = try f.searchOptions()
             let query = try f.query(from: f.request, dim: backend.dim, fingerprint: backend.modelFingerprint)
-            let started = ContinuousClock.now
-            let embeddings: TokenEmbeddings
-            switch query {
-            case .text(let t): embeddings = try await batcher.encodeQuery(t)
-            case .vectors(let e): embeddings = e
+            // took_ms is the encoder's and the search's own time, measured on the worker thread
+            // that ran them, so a client's round trip minus took_ms is everything the server adds
+            // (parsing, thread hand-offs, serialising, the socket).
+            let searchOnce: @Sendable (TokenEmbeddings) throws -> ([SearchHit], Double) = { embeddings in
+                let started = ContinuousClock.now
+                let hits = try backend.search([embeddings], options: options)
+                guard hits.count == 1 else { throw BackendError(.internal, "search returned \(hits.count) lists for 1 query") }
+                return (hits[0], QueryEncodeBatcher.seconds(ContinuousClock.now - started))
             }
-            let hits = try await onWorkers { try backend.search([embeddings], options: options) }
-            guard hits.count == 1 else { throw BackendError(.internal, "search returned \(hits.count) lists for 1 query") }
-            return [("results", Self.hitsJSON(hits[0], k: options.k)), ("took_ms", Self.ms(since: started))]
+            let hits: [SearchHit], seconds: Double
+            switch query {
+            case .text(let t):
+                (hits, seconds) = try await batcher.encodeQuery(t) { encoded in
+                    let (hits, searchSeconds) = try searchOnce(encoded.embeddings)
+                    return (hits, encoded.encodeSeconds + searchSeconds)
+                }
+            case .vectors(let e):
+                (hits, seconds) = try await onWorkers { try searchOnce(e) }
+            }
+            return [("results", Self.hitsJSON(hits, k: options.k)), ("took_ms", Self.ms(seconds))]
 
         case .searchBatch:
             let options = try f.searchOptions()
@@ -184,9 +195,9 @@ final class RequestProcessor: Sendable {
                 }
                 return try f.query(from: item, dim: backend.dim, fingerprint: backend.modelFingerprint, path: "queries[\(n)].")
             }
-            let started = ContinuousClock.now
             let texts = queries.compactMap { if case .text(let t) = $0 { return t } else { return nil } }
-            let hits = try await onWorkers { () throws -> [[SearchHit]] in
+            let (hits, seconds) = try await onWorkers { () throws -> ([[SearchHit]], Double) in
+                let started = ContinuousClock.now
                 let encoded = texts.isEmpty ? [] : try backend.encode(texts, kind: .query)
                 guard encoded.count == texts.count else { throw BackendError(.internal, "encoder returned \(encoded.count) results for \(texts.count) texts") }
                 var next = 0
@@ -196,12 +207,12 @@ final class RequestProcessor: Sendable {
                     case .text: next += 1; return encoded[next - 1]
                     }
                 }
-                return try backend.search(all, options: options)
+                return (try backend.search(all, options: options), QueryEncodeBatcher.seconds(ContinuousClock.now - started))
             }
             guard hits.count == queries.count else {
                 throw BackendError(.internal, "search returned \(hits.count) lists for \(queries.count) queries")
             }
-            return [("results", .array(hits.map { Self.hitsJSON($0, k: options.k) })), ("took_ms", Self.ms(since: started))]
+            return [("results", .array(hits.map { Self.hitsJSON($0, k: options.k) })), ("took_ms", Self.ms(seconds))]
 
         case .add:
             let docs = try f.documents()
@@ -257,8 +268,8 @@ final class RequestProcessor: Sendable {
         }
     }
 
-    static func ms(since start: ContinuousClock.Instant) -> JSONValue {
-        .number(((ContinuousClock.now - start).milliseconds * 1000).rounded() / 1000)
+    static func ms(_ seconds: Double) -> JSONValue {
+        .number((seconds * 1e6).rounded() / 1000)
     }
 
     static func hitsJSON(_ hits: [SearchHit], k: Int) -> JSONValue {
