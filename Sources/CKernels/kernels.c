@@ -58,20 +58,28 @@ void ck_decode_normalized_portable(const unsigned char *codes, int bpc, const un
 }
 
 #ifdef CK_X86
+#ifndef CK_DECODE_AHEAD
+#define CK_DECODE_AHEAD 4
+#endif
 /// 2-bit and 1-bit codes (4 or 8 dims per byte): eight dims per step from one or two table rows.
 __attribute__((target("avx2,fma")))
 static void decode_avx2(const unsigned char *codes, int bpc, const unsigned char *ids,
                         const float *centroids, const float *expand, int per, int n, float *out) {
     int dim = bpc * per;
+    for (int j = 1; j < CK_DECODE_AHEAD && j < n; j++) {
+        const char *row = (const char *)(centroids + (long)load_u32le(ids + 4 * (long)j) * dim);
+        for (int o = 0; o < dim * 4; o += 64) _mm_prefetch(row + o, _MM_HINT_T0);
+    }
     for (int j = 0; j < n; j++) {
         const unsigned char *b = codes + (long)j * bpc;
         uint32_t cid = load_u32le(ids + 4 * (long)j);
         const float *c = centroids + (long)cid * dim;
-        if (j + 1 < n) {
-            // The next token's centroid row, unless it is this one (tokens come grouped by
-            // centroid): scattered rows of a table larger than L2 are the slow part here.
-            uint32_t next = load_u32le(ids + 4 * (long)(j + 1));
-            if (next != cid) {
+        if (j + CK_DECODE_AHEAD < n) {
+            // The centroid row of a token a few ahead, unless it is the one before it (tokens
+            // come grouped by centroid): scattered rows of a table larger than L2 are the slow
+            // part here, and one token's decoding is shorter than a miss.
+            uint32_t next = load_u32le(ids + 4 * (long)(j + CK_DECODE_AHEAD));
+            if (next != load_u32le(ids + 4 * (long)(j + CK_DECODE_AHEAD - 1))) {
                 const char *row = (const char *)(centroids + (long)next * dim);
                 for (int o = 0; o < dim * 4; o += 64) _mm_prefetch(row + o, _MM_HINT_T0);
             }
@@ -102,46 +110,96 @@ static void decode_avx2(const unsigned char *codes, int bpc, const unsigned char
     }
 }
 
-/// Sums each of eight vectors: lane 2r+t of the result is the total of acc[r][t].
-__attribute__((target("avx2,fma")))
-static inline __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3,
-                           __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
-    __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-    __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
-    return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
+/// One tile: 16 query rows (a packed block, dim x 16 floats) against 6 document rows. acc[2t]
+/// and acc[2t + 1] get the dot products of token t with rows 0-7 and 8-15. Twelve accumulators,
+/// two block loads and six broadcasts per dim: the FMAs, not the loads, set the pace, and no
+/// horizontal sums are needed.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void tile16x6(const float *p, const float *const *d, int dim, __m256 *acc) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+    __m256 a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+    const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4], *d5 = d[5];
+    for (int k = 0; k < dim; k++) {
+        __m256 b0 = _mm256_loadu_ps(p + 16 * k), b1 = _mm256_loadu_ps(p + 16 * k + 8);
+        __m256 x = _mm256_broadcast_ss(d0 + k);
+        a0 = _mm256_fmadd_ps(x, b0, a0); a1 = _mm256_fmadd_ps(x, b1, a1);
+        x = _mm256_broadcast_ss(d1 + k);
+        a2 = _mm256_fmadd_ps(x, b0, a2); a3 = _mm256_fmadd_ps(x, b1, a3);
+        x = _mm256_broadcast_ss(d2 + k);
+        a4 = _mm256_fmadd_ps(x, b0, a4); a5 = _mm256_fmadd_ps(x, b1, a5);
+        x = _mm256_broadcast_ss(d3 + k);
+        a6 = _mm256_fmadd_ps(x, b0, a6); a7 = _mm256_fmadd_ps(x, b1, a7);
+        x = _mm256_broadcast_ss(d4 + k);
+        a8 = _mm256_fmadd_ps(x, b0, a8); a9 = _mm256_fmadd_ps(x, b1, a9);
+        x = _mm256_broadcast_ss(d5 + k);
+        a10 = _mm256_fmadd_ps(x, b0, a10); a11 = _mm256_fmadd_ps(x, b1, a11);
+    }
+    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3; acc[4] = a4; acc[5] = a5;
+    acc[6] = a6; acc[7] = a7; acc[8] = a8; acc[9] = a9; acc[10] = a10; acc[11] = a11;
 }
 
-/// Tiles of 4 query rows x 2 document tokens: eight accumulators, each query and document
-/// load shared by two or four FMAs. A missing row or token of a tile repeats the previous
-/// one, so one code path covers every size; only valid rows are written.
+/// The six document rows of the tile starting at token j; past the end, the last row repeats
+/// (harmless for a maximum, and not stored by the score kernel).
+static inline void tile_rows(const float *d, int j, int n, int dim, const float **rows) {
+    for (int t = 0; t < 6; t++) rows[t] = d + (long)(j + t < n ? j + t : n - 1) * dim;
+}
+
+/* Both kernels walk the document rows once per group of two 16-row blocks (32 query rows, a
+   16 KiB packed query that stays in L1) and give each 6-row tile to both blocks while it is in
+   L1: a query of 32 rows reads the rows (e.g. 4 MiB of centroids) from memory once. */
+enum { CK_GROUP = 2 };
+
 __attribute__((target("avx2,fma")))
-static void maxsim_avx2(const float *q, int rows, const float *d, int n, int dim, float *rowmax) {
-    for (int r = 0; r < rows; r += 4) {
-        const float *q0 = q + (long)r * dim;
-        const float *q1 = r + 1 < rows ? q0 + dim : q0;
-        const float *q2 = r + 2 < rows ? q1 + dim : q1;
-        const float *q3 = r + 3 < rows ? q2 + dim : q2;
-        __m256 run = _mm256_set1_ps(-INFINITY);
-        for (int j = 0; j < n; j += 2) {
-            const float *d0 = d + (long)j * dim;
-            const float *d1 = j + 1 < n ? d0 + dim : d0;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-            for (int k = 0; k < dim; k += 8) {
-                __m256 x0 = _mm256_loadu_ps(d0 + k), x1 = _mm256_loadu_ps(d1 + k);
-                __m256 y = _mm256_loadu_ps(q0 + k);
-                a0 = _mm256_fmadd_ps(y, x0, a0); a1 = _mm256_fmadd_ps(y, x1, a1);
-                y = _mm256_loadu_ps(q1 + k);
-                a2 = _mm256_fmadd_ps(y, x0, a2); a3 = _mm256_fmadd_ps(y, x1, a3);
-                y = _mm256_loadu_ps(q2 + k);
-                a4 = _mm256_fmadd_ps(y, x0, a4); a5 = _mm256_fmadd_ps(y, x1, a5);
-                y = _mm256_loadu_ps(q3 + k);
-                a6 = _mm256_fmadd_ps(y, x0, a6); a7 = _mm256_fmadd_ps(y, x1, a7);
+static void maxsim_packed_avx2(const float *packed, int rows, const float *d, int n, int dim, float *rowmax) {
+    int blocks = (rows + 15) / 16;
+    for (int g = 0; g < blocks; g += CK_GROUP) {
+        int gb = blocks - g < CK_GROUP ? blocks - g : CK_GROUP;
+        float run[CK_GROUP][16];
+        for (int b = 0; b < gb; b++) for (int r = 0; r < 16; r++) run[b][r] = -INFINITY;
+        __m256 acc[12];
+        const float *tr[6];
+        for (int j = 0; j < n; j += 6) {
+            tile_rows(d, j, n, dim, tr);
+            for (int b = 0; b < gb; b++) {
+                tile16x6(packed + (long)(g + b) * dim * 16, tr, dim, acc);
+                __m256 m0 = _mm256_max_ps(_mm256_max_ps(acc[0], acc[2]), _mm256_max_ps(acc[4], acc[6]));
+                __m256 m1 = _mm256_max_ps(_mm256_max_ps(acc[1], acc[3]), _mm256_max_ps(acc[5], acc[7]));
+                m0 = _mm256_max_ps(m0, _mm256_max_ps(acc[8], acc[10]));
+                m1 = _mm256_max_ps(m1, _mm256_max_ps(acc[9], acc[11]));
+                _mm256_storeu_ps(run[b], _mm256_max_ps(_mm256_loadu_ps(run[b]), m0));
+                _mm256_storeu_ps(run[b] + 8, _mm256_max_ps(_mm256_loadu_ps(run[b] + 8), m1));
             }
-            run = _mm256_max_ps(run, hsum8(a0, a1, a2, a3, a4, a5, a6, a7));
         }
-        float m[8];
-        _mm256_storeu_ps(m, run);
-        for (int i = 0; i < 4 && r + i < rows; i++) rowmax[r + i] = m[2 * i] > m[2 * i + 1] ? m[2 * i] : m[2 * i + 1];
+        for (int b = 0; b < gb; b++)
+            for (int r = 0; r < 16 && (g + b) * 16 + r < rows; r++) rowmax[(g + b) * 16 + r] = run[b][r];
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void scores_packed_avx2(const float *packed, int rows, const float *d, int n, int dim, float *out, long ldo) {
+    int blocks = (rows + 15) / 16;
+    for (int g = 0; g < blocks; g += CK_GROUP) {
+        int gb = blocks - g < CK_GROUP ? blocks - g : CK_GROUP;
+        __m256 acc[12];
+        float tile[6][16];
+        const float *tr[6];
+        for (int j = 0; j < n; j += 6) {
+            tile_rows(d, j, n, dim, tr);
+            int cols = n - j < 6 ? n - j : 6;
+            for (int b = 0; b < gb; b++) {
+                int block = g + b;
+                int live = rows - block * 16 < 16 ? rows - block * 16 : 16;
+                tile16x6(packed + (long)block * dim * 16, tr, dim, acc);
+                for (int t = 0; t < 6; t++) {
+                    _mm256_storeu_ps(tile[t], acc[2 * t]);
+                    _mm256_storeu_ps(tile[t] + 8, acc[2 * t + 1]);
+                }
+                for (int r = 0; r < live; r++) {
+                    float *o = out + (long)(block * 16 + r) * ldo + j;
+                    for (int t = 0; t < cols; t++) o[t] = tile[t][r];
+                }
+            }
+        }
     }
 }
 
@@ -174,11 +232,35 @@ void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const 
     ck_decode_normalized_portable(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out);
 }
 
-int ck_maxsim_rows(const float *q, int rows, const float *d, int n, int dim, float *rowmax) {
+long ck_packed_query_floats(int rows, int dim) { return (long)((rows + 15) / 16) * 16 * dim; }
+
+void ck_pack_query(const float *q, int rows, int dim, float *packed) {
+    for (int b = 0; b * 16 < rows; b++) {
+        float *p = packed + (long)b * dim * 16;
+        for (int k = 0; k < dim; k++)
+            for (int r = 0; r < 16; r++) {
+                int row = b * 16 + r;
+                p[16 * k + r] = row < rows ? q[(long)row * dim + k] : 0.0f;
+            }
+    }
+}
+
+int ck_maxsim_packed(const float *packed, int rows, const float *d, int n, int dim, float *rowmax) {
     if (rows <= 0 || n <= 0) return 1;
 #ifdef CK_X86
-    if (dim % 8 == 0 && ck_uses_avx2()) {
-        maxsim_avx2(q, rows, d, n, dim, rowmax);
+    if (ck_uses_avx2()) {
+        maxsim_packed_avx2(packed, rows, d, n, dim, rowmax);
+        return 1;
+    }
+#endif
+    return 0;
+}
+
+int ck_scores_packed(const float *packed, int rows, const float *d, int n, int dim, float *out, long ldo) {
+    if (rows <= 0 || n <= 0) return 1;
+#ifdef CK_X86
+    if (ck_uses_avx2()) {
+        scores_packed_avx2(packed, rows, d, n, dim, out, ldo);
         return 1;
     }
 #endif

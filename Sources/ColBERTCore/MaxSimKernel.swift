@@ -1,28 +1,93 @@
 import CKernels
 
-/// The inner loop of exact MaxSim: per query row, the best dot product over a document's
-/// token vectors. One fused pass (AVX2/FMA when the CPU has it, picked at run time) instead of
-/// a small GEMM whose packing, zeroing and score matrix cost more than its arithmetic at the
-/// sizes of one document.
+/// Query rows laid out once per query for `MaxSimKernel`: blocks of 16 rows, each stored
+/// dimension-major, so the kernels read 16 rows' values of one dimension with two vector loads
+/// (see `ck_pack_query`). The row-major rows are kept for the BLAS fallback.
+public struct PackedQuery: Sendable {
+    public let rows: Int
+    public let dim: Int
+    @usableFromInline let rowMajor: [Float]
+    /// Empty when the CPU has no vector path (the kernels then fall back to BLAS).
+    @usableFromInline let packed: [Float]
+
+    /// Packs `rows × dim` row-major floats.
+    public init(_ query: UnsafePointer<Float>, rows: Int, dim: Int) {
+        self.init(query, rows: rows, dim: dim, vectorPath: ck_uses_avx2() != 0)
+    }
+
+    /// `vectorPath: false` keeps only the row-major rows, so the kernels take the BLAS path
+    /// (tests cover both paths on any CPU this way).
+    init(_ query: UnsafePointer<Float>, rows: Int, dim: Int, vectorPath: Bool) {
+        precondition(rows >= 0 && dim >= 0 && rows <= Int(Int32.max) && dim <= Int(Int32.max))
+        self.rows = rows
+        self.dim = dim
+        rowMajor = Array(UnsafeBufferPointer(start: query, count: rows * dim))
+        guard rows > 0, dim > 0, vectorPath else { packed = []; return }
+        let count = ck_packed_query_floats(Int32(rows), Int32(dim))
+        packed = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            ck_pack_query(query, Int32(rows), Int32(dim), buffer.baseAddress!)
+            initialized = count
+        }
+    }
+
+    public init(_ query: [Float], rows: Int, dim: Int) {
+        precondition(query.count == rows * dim, "query holds \(query.count) values, expected \(rows * dim)")
+        self = query.withUnsafeBufferPointer { b in
+            guard let base = b.baseAddress else { return PackedQuery(emptyWithDim: dim) }
+            return PackedQuery(base, rows: rows, dim: dim)
+        }
+    }
+
+    private init(emptyWithDim dim: Int) {
+        rows = 0
+        self.dim = dim
+        rowMajor = []
+        packed = []
+    }
+}
+
+/// The inner loops of exact MaxSim and of centroid scoring: query rows against many rows of
+/// `dim` floats, through AVX2/FMA kernels (picked at run time) that take the query packed once,
+/// or one BLAS GEMM where the CPU has no vector path (or `COLBERT_NO_AVX2` is set).
 public enum MaxSimKernel {
-    /// `rowMax[i] = max_j query_i · documents_j` for `rows` query rows and `count` document
-    /// rows of `dim` floats each (row-major). Does nothing when `rows` or `count` is 0.
-    /// Where the C kernel has no vector path (no AVX2, `COLBERT_NO_AVX2` set, or a dim that is
-    /// not a multiple of 8) the dot products come from one BLAS GEMM instead.
-    public static func rowMaxima(query: UnsafePointer<Float>, rows: Int, documents: UnsafePointer<Float>,
-                                 count: Int, dim: Int, into rowMax: UnsafeMutablePointer<Float>) {
+    /// `rowMax[i] = max_j query_i · documents_j` over `count` document rows (row-major). Does
+    /// nothing when the query has no rows or `count` is 0.
+    public static func rowMaxima(_ query: PackedQuery, documents: UnsafePointer<Float>, count: Int,
+                                 into rowMax: UnsafeMutablePointer<Float>) {
+        let rows = query.rows, dim = query.dim
         guard rows > 0, count > 0, dim > 0 else { return }
-        precondition(rows <= Int(Int32.max) && count <= Int(Int32.max) && dim <= Int(Int32.max))
-        if ck_maxsim_rows(query, Int32(rows), documents, Int32(count), Int32(dim), rowMax) != 0 { return }
+        precondition(count <= Int(Int32.max))
+        let done = query.packed.withUnsafeBufferPointer { p in
+            p.isEmpty ? false : ck_maxsim_packed(p.baseAddress!, Int32(rows), documents, Int32(count), Int32(dim), rowMax) != 0
+        }
+        if done { return }
         withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * count) { scores in
             let s = scores.baseAddress!
-            BLAS.sgemm(transB: true, m: rows, n: count, k: dim, a: query, lda: dim, b: documents, ldb: dim, c: s, ldc: count)
+            query.rowMajor.withUnsafeBufferPointer { q in
+                BLAS.sgemm(transB: true, m: rows, n: count, k: dim, a: q.baseAddress!, lda: dim, b: documents, ldb: dim, c: s, ldc: count)
+            }
             for r in 0..<rows {
                 let row = s + r * count
                 var m = row[0]
                 for j in 1..<count where row[j] > m { m = row[j] }
                 rowMax[r] = m
             }
+        }
+    }
+
+    /// `out[i * ldo + j] = query_i · rows_j` for `count` rows (row-major), e.g. a query's scores
+    /// against every centroid.
+    public static func scores(_ query: PackedQuery, against rows: UnsafePointer<Float>, count: Int,
+                              into out: UnsafeMutablePointer<Float>, ldo: Int) {
+        let nq = query.rows, dim = query.dim
+        guard nq > 0, count > 0, dim > 0 else { return }
+        precondition(count <= Int(Int32.max) && ldo >= count)
+        let done = query.packed.withUnsafeBufferPointer { p in
+            p.isEmpty ? false : ck_scores_packed(p.baseAddress!, Int32(nq), rows, Int32(count), Int32(dim), out, ldo) != 0
+        }
+        if done { return }
+        query.rowMajor.withUnsafeBufferPointer { q in
+            BLAS.sgemm(transB: true, m: nq, n: count, k: dim, a: q.baseAddress!, lda: dim, b: rows, ldb: dim, c: out, ldc: ldo)
         }
     }
 

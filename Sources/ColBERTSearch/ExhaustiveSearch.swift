@@ -67,10 +67,9 @@ extension MaxSimSearcher {
             tops = (0..<queries).map { _ in TopK(capacity: k) }
         }
 
-        func score(_ id: UInt32, _ view: DocumentView, q: UnsafePointer<Float>, rows: Int,
-                   offsets: [Int], centroids: UnsafePointer<Float>) {
+        func score(_ id: UInt32, _ view: DocumentView, q: PackedQuery, offsets: [Int], centroids: UnsafePointer<Float>) {
             let ok = rowMax.withUnsafeMutableBufferPointer {
-                scorer.rowMaxima(query: q, rows: rows, document: view, centroids: centroids, rowMax: $0.baseAddress!)
+                scorer.rowMaxima(query: q, document: view, centroids: centroids, rowMax: $0.baseAddress!)
             }
             guard ok else { return }
             for qi in 0..<tops.count {
@@ -99,17 +98,15 @@ extension MaxSimSearcher {
         // Blocks of ids, so that a block's tokens are gathered at once but never the whole index.
         let bound = Int(index.documentIdBound)
         let block = 512
-        try stacked.withUnsafeBufferPointer { qBuf in
-            let q = qBuf.baseAddress!
-            var start = 0
-            while start < bound {
-                var ids: [UInt32] = []
-                ids.reserveCapacity(block)
-                for id in start..<min(bound, start + block) where allowed?.contains(UInt32(id)) ?? true { ids.append(UInt32(id)) }
-                start += block
-                guard !ids.isEmpty else { continue }
-                try scoreExactly(ids, query: q, rows: rows, offsets: offsets, index: index, slots: slots)
-            }
+        let q = PackedQuery(stacked, rows: rows, dim: index.dim)
+        var start = 0
+        while start < bound {
+            var ids: [UInt32] = []
+            ids.reserveCapacity(block)
+            for id in start..<min(bound, start + block) where allowed?.contains(UInt32(id)) ?? true { ids.append(UInt32(id)) }
+            start += block
+            guard !ids.isEmpty else { continue }
+            try scoreExactly(ids, query: q, offsets: offsets, index: index, slots: slots)
         }
         return (0..<nQueries).map { merged(slots, query: $0, k: k) }
     }
@@ -117,7 +114,7 @@ extension MaxSimSearcher {
     /// Exact MaxSim of the documents `ids` (gathered together, on this thread) against the
     /// stacked queries, each document scored by one worker (`slots[w]`): the same scores for
     /// any number of workers.
-    static func scoreExactly<S: IndexSnapshot>(_ ids: [UInt32], query q: UnsafePointer<Float>, rows: Int, offsets: [Int],
+    static func scoreExactly<S: IndexSnapshot>(_ ids: [UInt32], query q: PackedQuery, offsets: [Int],
                                                index: S, slots: [ExactSlot]) throws {
         guard let C = index.centroids.baseAddress else { return }
         let workers = slots.count
@@ -126,7 +123,7 @@ extension MaxSimSearcher {
                 let slot = slots[w]
                 var j = w
                 while j < ids.count {
-                    if let view = views[j] { slot.score(ids[j], view, q: q, rows: rows, offsets: offsets, centroids: C) }
+                    if let view = views[j] { slot.score(ids[j], view, q: q, offsets: offsets, centroids: C) }
                     j += workers
                 }
             }

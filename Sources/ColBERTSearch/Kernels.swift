@@ -182,15 +182,15 @@ final class ExactScorer {
         expand = codec.expansionTable()
     }
 
-    /// Writes `max_j q_r · d_j` for every query row `r` into `rowMax` (`rows` floats); returns
-    /// false (and writes nothing) for a document without tokens.
-    func rowMaxima(query: UnsafePointer<Float>, rows: Int, document: DocumentView,
+    /// Writes `max_j q_r · d_j` for every query row `r` into `rowMax` (`query.rows` floats);
+    /// returns false (and writes nothing) for a document without tokens.
+    func rowMaxima(query: PackedQuery, document: DocumentView,
                    centroids: UnsafePointer<Float>, rowMax: UnsafeMutablePointer<Float>) -> Bool {
         let n = document.count
-        guard n > 0, rows > 0 else { return false }
+        guard n > 0, query.rows > 0 else { return false }
         precondition(document.bytesPerCode * codec.dimsPerByte == dim, "document codes do not match the codec")
+        precondition(query.dim == dim, "query rows have \(query.dim) dims, the index \(dim)")
         if docVectors.count < n * dim { docVectors = [Float](repeating: 0, count: n * dim) }
-        let dim = self.dim
         expand.withUnsafeBufferPointer { eb in
             docVectors.withUnsafeMutableBufferPointer { dv in
                 let d = dv.baseAddress!
@@ -198,7 +198,7 @@ final class ExactScorer {
                                               centroidIds: document.centroidIds, centroids: centroids,
                                               expansion: eb.baseAddress!, dimsPerByte: codec.dimsPerByte,
                                               count: n, into: d)
-                MaxSimKernel.rowMaxima(query: query, rows: rows, documents: d, count: n, dim: dim, into: rowMax)
+                MaxSimKernel.rowMaxima(query, documents: d, count: n, into: rowMax)
             }
         }
         return true

@@ -151,9 +151,10 @@ public enum MaxSimSearcher {
         if workers > 1 { BLAS.setThreadCount(1) }
 
         // (1) Centroid scores S = Q · Cᵀ.
+        let packedQuery = PackedQuery(q, rows: nq, dim: dim)
         var centroidScores = [Float](repeating: 0, count: nq * K)
         centroidScores.withUnsafeMutableBufferPointer { s in
-            BLAS.sgemm(transB: true, m: nq, n: K, k: dim, a: q, lda: dim, b: C, ldb: dim, c: s.baseAddress!, ldc: K)
+            MaxSimKernel.scores(packedQuery, against: C, count: K, into: s.baseAddress!, ldo: K)
         }
         let t1 = nowSeconds()
         timings.centroidScores += t1 - start
@@ -301,7 +302,7 @@ public enum MaxSimSearcher {
         }
 
         // (5) Exact re-rank of the shortlist from decompressed, normalised tokens.
-        let result = try rerank(approximate.map(\.docId), query: q, queryTokens: nq, index: index, k: k, workers: workers)
+        let result = try rerank(approximate.map(\.docId), query: packedQuery, index: index, k: k, workers: workers)
         let t6 = nowSeconds()
         timings.rerank += t6 - t5
         timings.total += t6 - start
@@ -343,12 +344,12 @@ public enum MaxSimSearcher {
 
     /// Exact MaxSim of the given documents, top `k` of them in result order.
     static func rerank<S: IndexSnapshot>(
-        _ docs: [UInt32], query q: UnsafePointer<Float>, queryTokens nq: Int, index: S, k: Int, workers: Int
+        _ docs: [UInt32], query: PackedQuery, index: S, k: Int, workers: Int
     ) throws -> [ScoredDocument] {
         let slots = (0..<max(1, min(workers, docs.count))).map { _ in
-            ExactSlot(dim: index.dim, codec: index.codec, rows: nq, queries: 1, k: k)
+            ExactSlot(dim: index.dim, codec: index.codec, rows: query.rows, queries: 1, k: k)
         }
-        try scoreExactly(docs, query: q, rows: nq, offsets: [0, nq], index: index, slots: slots)
+        try scoreExactly(docs, query: query, offsets: [0, query.rows], index: index, slots: slots)
         return merged(slots, query: 0, k: k)
     }
 }

@@ -8,22 +8,33 @@ import Testing
         return (0..<n).map { _ in Float(g.nextDouble() * 2 - 1) }
     }
 
-    /// Every tile edge of the vector path (rows and tokens not multiples of the tile) and a
-    /// dimension the vector path does not take (12), against a plain double-precision loop; the
-    /// portable loop too.
+    func bruteForceDot(_ q: [Float], _ i: Int, _ d: [Float], _ j: Int, dim: Int) -> Double {
+        var s = 0.0
+        for k in 0..<dim { s += Double(q[i * dim + k]) * Double(d[j * dim + k]) }
+        return s
+    }
+
+    /// Every tile edge of the vector path (rows past one and two 16-row blocks, tokens not a
+    /// multiple of the 6-token tile) and an odd dimension, against a plain double-precision
+    /// loop; the portable loop too.
     @Test(arguments: [8, 12, 128])
     func rowMaximaMatchBruteForce(dim: Int) {
-        for rows in [1, 2, 3, 4, 5, 7, 9, 32] {
-            for n in [1, 2, 3, 5, 17] {
+        for rows in [1, 2, 3, 5, 9, 16, 17, 32, 33, 40] {
+            for n in [1, 2, 5, 6, 7, 13, 17] {
                 let q = random(rows * dim, seed: UInt64(rows * 100 + n))
                 let d = random(n * dim, seed: UInt64(rows * 1000 + n + 7))
                 var got = [Float](repeating: .nan, count: rows)
+                var viaBLAS = [Float](repeating: .nan, count: rows)
                 var portable = [Float](repeating: .nan, count: rows)
                 q.withUnsafeBufferPointer { qb in
+                    let packed = PackedQuery(qb.baseAddress!, rows: rows, dim: dim)
+                    let unpacked = PackedQuery(qb.baseAddress!, rows: rows, dim: dim, vectorPath: false)
                     d.withUnsafeBufferPointer { db in
                         got.withUnsafeMutableBufferPointer { gb in
-                            MaxSimKernel.rowMaxima(query: qb.baseAddress!, rows: rows, documents: db.baseAddress!,
-                                                   count: n, dim: dim, into: gb.baseAddress!)
+                            MaxSimKernel.rowMaxima(packed, documents: db.baseAddress!, count: n, into: gb.baseAddress!)
+                        }
+                        viaBLAS.withUnsafeMutableBufferPointer { gb in
+                            MaxSimKernel.rowMaxima(unpacked, documents: db.baseAddress!, count: n, into: gb.baseAddress!)
                         }
                         portable.withUnsafeMutableBufferPointer { pb in
                             ck_maxsim_rows_portable(qb.baseAddress!, Int32(rows), db.baseAddress!, Int32(n), Int32(dim), pb.baseAddress!)
@@ -31,14 +42,41 @@ import Testing
                     }
                 }
                 for i in 0..<rows {
-                    var best = -Double.infinity
-                    for j in 0..<n {
-                        var s = 0.0
-                        for k in 0..<dim { s += Double(q[i * dim + k]) * Double(d[j * dim + k]) }
-                        best = max(best, s)
-                    }
+                    let best = (0..<n).map { bruteForceDot(q, i, d, $0, dim: dim) }.max() ?? -.infinity
                     #expect(abs(Double(got[i]) - best) < 1e-5, "rows \(rows) n \(n) row \(i): \(got[i]) vs \(best)")
+                    #expect(abs(Double(viaBLAS[i]) - best) < 1e-5, "BLAS, rows \(rows) n \(n) row \(i)")
                     #expect(abs(Double(portable[i]) - best) < 1e-5, "portable, rows \(rows) n \(n) row \(i)")
+                }
+            }
+        }
+    }
+
+    /// The packed score kernel writes every query row's dot product with every row, into a
+    /// wider output, and nothing past each row's `count` values.
+    @Test(arguments: [12, 128])
+    func scoresMatchBruteForce(dim: Int) {
+        for rows in [1, 7, 16, 20, 32, 35] {
+            for n in [1, 4, 6, 11, 50] {
+                let q = random(rows * dim, seed: UInt64(rows * 31 + n))
+                let d = random(n * dim, seed: UInt64(rows * 77 + n))
+                let ldo = n + 3
+                for vectorPath in [true, false] {
+                    var out = [Float](repeating: .nan, count: rows * ldo)
+                    q.withUnsafeBufferPointer { qb in
+                        let packed = PackedQuery(qb.baseAddress!, rows: rows, dim: dim, vectorPath: vectorPath)
+                        d.withUnsafeBufferPointer { db in
+                            out.withUnsafeMutableBufferPointer { ob in
+                                MaxSimKernel.scores(packed, against: db.baseAddress!, count: n, into: ob.baseAddress!, ldo: ldo)
+                            }
+                        }
+                    }
+                    for i in 0..<rows {
+                        for j in 0..<n {
+                            let want = bruteForceDot(q, i, d, j, dim: dim)
+                            #expect(abs(Double(out[i * ldo + j]) - want) < 1e-5, "rows \(rows) n \(n) [\(i), \(j)] vector \(vectorPath)")
+                        }
+                        for j in n..<ldo { #expect(out[i * ldo + j].isNaN, "rows \(rows) n \(n): wrote past the row at \(j)") }
+                    }
                 }
             }
         }

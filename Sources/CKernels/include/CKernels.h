@@ -10,11 +10,22 @@
 /// loops.
 int ck_uses_avx2(void);
 
-/// For every query row i in [0, rows): rowmax[i] = max over j in [0, n) of dot(q + i*dim, d + j*dim).
-/// q is rows x dim and d is n x dim, both row-major and contiguous. Returns 1 when done; 0, writing
-/// nothing, when there is no vector path for this CPU or dim: the caller then uses a GEMM, which
-/// beats the portable loop (`ck_maxsim_rows_portable`) wherever BLAS has vector kernels.
-int ck_maxsim_rows(const float *q, int rows, const float *d, int n, int dim, float *rowmax);
+/// Query rows laid out for the two kernels below: blocks of 16 rows, each block dim x 16 floats
+/// (value k of the block's row r at 16k + r), rows past the end zero. Floats needed:
+/// `ck_packed_query_floats(rows, dim)`.
+long ck_packed_query_floats(int rows, int dim);
+void ck_pack_query(const float *q, int rows, int dim, float *packed);
+
+/// For every query row i in [0, rows): rowmax[i] = max over j in [0, n) of dot(q_i, d + j*dim),
+/// q packed by `ck_pack_query`, d n x dim row-major. Returns 1 when done; 0, writing nothing,
+/// when there is no vector path on this CPU: the caller then uses a GEMM, which beats a portable
+/// loop (`ck_maxsim_rows_portable`) wherever BLAS has vector kernels.
+int ck_maxsim_packed(const float *packed, int rows, const float *d, int n, int dim, float *rowmax);
+
+/// out[i * ldo + j] = dot(q_i, d + j*dim) for i in [0, rows), j in [0, n): a GEMM against a
+/// query packed once, without BLAS's per-call packing of the (large) d. Returns 0, writing
+/// nothing, when there is no vector path on this CPU.
+int ck_scores_packed(const float *packed, int rows, const float *d, int n, int dim, float *out, long ldo);
 
 /// Decompresses and L2-normalises n tokens: out row j = normalise(centroid + residual), where
 /// the centroid is row centroid_ids[j] of `centroids` (n little-endian u32, any alignment) and
