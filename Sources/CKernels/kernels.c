@@ -176,7 +176,8 @@ static void maxsim_packed_avx2(const float *packed, int rows, const float *d, in
 }
 
 __attribute__((target("avx2,fma")))
-static void scores_packed_avx2(const float *packed, int rows, const float *d, int n, int dim, float *out, long ldo) {
+static void scores_packed_avx2(const float *packed, int rows, const float *d, int n, int dim, float *out, long ldo,
+                               int accumulate) {
     int blocks = (rows + 15) / 16;
     for (int g = 0; g < blocks; g += CK_GROUP) {
         int gb = blocks - g < CK_GROUP ? blocks - g : CK_GROUP;
@@ -196,7 +197,8 @@ static void scores_packed_avx2(const float *packed, int rows, const float *d, in
                 }
                 for (int r = 0; r < live; r++) {
                     float *o = out + (long)(block * 16 + r) * ldo + j;
-                    for (int t = 0; t < cols; t++) o[t] = tile[t][r];
+                    if (accumulate) for (int t = 0; t < cols; t++) o[t] += tile[t][r];
+                    else for (int t = 0; t < cols; t++) o[t] = tile[t][r];
                 }
             }
         }
@@ -256,11 +258,11 @@ int ck_maxsim_packed(const float *packed, int rows, const float *d, int n, int d
     return 0;
 }
 
-int ck_scores_packed(const float *packed, int rows, const float *d, int n, int dim, float *out, long ldo) {
+int ck_scores_packed(const float *packed, int rows, const float *d, int n, int dim, float *out, long ldo, int accumulate) {
     if (rows <= 0 || n <= 0) return 1;
 #ifdef CK_X86
     if (ck_uses_avx2()) {
-        scores_packed_avx2(packed, rows, d, n, dim, out, ldo);
+        scores_packed_avx2(packed, rows, d, n, dim, out, ldo, accumulate);
         return 1;
     }
 #endif

@@ -1,9 +1,10 @@
 import CKernels
 
-/// Query rows laid out once per query for `MaxSimKernel`: blocks of 16 rows, each stored
-/// dimension-major, so the kernels read 16 rows' values of one dimension with two vector loads
-/// (see `ck_pack_query`). The row-major rows are kept for the BLAS fallback.
-public struct PackedQuery: Sendable {
+/// A few rows (a query's token vectors, or the activations of one query in the encoder) laid
+/// out once for the AVX2 kernels that multiply them against many other rows: blocks of 16 rows,
+/// each stored dimension-major, so a kernel reads 16 rows' values of one dimension with two
+/// vector loads (see `ck_pack_query`). The row-major rows are kept for the BLAS fallback.
+public struct PackedRows: Sendable {
     public let rows: Int
     public let dim: Int
     @usableFromInline let rowMajor: [Float]
@@ -33,8 +34,8 @@ public struct PackedQuery: Sendable {
     public init(_ query: [Float], rows: Int, dim: Int) {
         precondition(query.count == rows * dim, "query holds \(query.count) values, expected \(rows * dim)")
         self = query.withUnsafeBufferPointer { b in
-            guard let base = b.baseAddress else { return PackedQuery(emptyWithDim: dim) }
-            return PackedQuery(base, rows: rows, dim: dim)
+            guard let base = b.baseAddress else { return PackedRows(emptyWithDim: dim) }
+            return PackedRows(base, rows: rows, dim: dim)
         }
     }
 
@@ -46,13 +47,13 @@ public struct PackedQuery: Sendable {
     }
 }
 
-/// The inner loops of exact MaxSim and of centroid scoring: query rows against many rows of
-/// `dim` floats, through AVX2/FMA kernels (picked at run time) that take the query packed once,
-/// or one BLAS GEMM where the CPU has no vector path (or `COLBERT_NO_AVX2` is set).
+/// The inner loops of exact MaxSim: query rows against a document's decompressed tokens, through
+/// an AVX2/FMA kernel (picked at run time) that takes the query packed once, or one BLAS GEMM
+/// where the CPU has no vector path (or `COLBERT_NO_AVX2` is set).
 public enum MaxSimKernel {
     /// `rowMax[i] = max_j query_i · documents_j` over `count` document rows (row-major). Does
     /// nothing when the query has no rows or `count` is 0.
-    public static func rowMaxima(_ query: PackedQuery, documents: UnsafePointer<Float>, count: Int,
+    public static func rowMaxima(_ query: PackedRows, documents: UnsafePointer<Float>, count: Int,
                                  into rowMax: UnsafeMutablePointer<Float>) {
         let rows = query.rows, dim = query.dim
         guard rows > 0, count > 0, dim > 0 else { return }
@@ -75,22 +76,6 @@ public enum MaxSimKernel {
         }
     }
 
-    /// `out[i * ldo + j] = query_i · rows_j` for `count` rows (row-major), e.g. a query's scores
-    /// against every centroid.
-    public static func scores(_ query: PackedQuery, against rows: UnsafePointer<Float>, count: Int,
-                              into out: UnsafeMutablePointer<Float>, ldo: Int) {
-        let nq = query.rows, dim = query.dim
-        guard nq > 0, count > 0, dim > 0 else { return }
-        precondition(count <= Int(Int32.max) && ldo >= count)
-        let done = query.packed.withUnsafeBufferPointer { p in
-            p.isEmpty ? false : ck_scores_packed(p.baseAddress!, Int32(nq), rows, Int32(count), Int32(dim), out, ldo) != 0
-        }
-        if done { return }
-        query.rowMajor.withUnsafeBufferPointer { q in
-            BLAS.sgemm(transB: true, m: nq, n: count, k: dim, a: q.baseAddress!, lda: dim, b: rows, ldb: dim, c: out, ldc: ldo)
-        }
-    }
-
     /// Decompresses and L2-normalises `count` tokens into `out` (`count × dim` floats): row j is
     /// `normalise(centroids[centroidIds[j]] + residual(codes[j]))`, the residual of code byte b
     /// being `expansion[b * dimsPerByte ..< (b + 1) * dimsPerByte]`. `centroidIds` holds
@@ -104,5 +89,25 @@ public enum MaxSimKernel {
         ck_decode_normalized(codes.assumingMemoryBound(to: UInt8.self), Int32(bytesPerCode),
                              centroidIds.assumingMemoryBound(to: UInt8.self), centroids, expansion,
                              Int32(dimsPerByte), Int32(count), out)
+    }
+}
+
+extension PackedRows {
+    /// `out[i * ldo + j] = self_i · others_j` (or `+=` when `accumulate`) for `count` rows of
+    /// `dim` floats (row-major): a query's scores against every centroid, or a Linear layer
+    /// `A · Wᵀ` for few rows of A.
+    public func dotProducts(with others: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>,
+                            ldo: Int, accumulate: Bool = false) {
+        guard rows > 0, count > 0, dim > 0 else { return }
+        precondition(count <= Int(Int32.max) && ldo >= count)
+        let done = packed.withUnsafeBufferPointer { p in
+            p.isEmpty ? false : ck_scores_packed(p.baseAddress!, Int32(rows), others, Int32(count), Int32(dim),
+                                                 out, ldo, accumulate ? 1 : 0) != 0
+        }
+        if done { return }
+        rowMajor.withUnsafeBufferPointer { q in
+            BLAS.sgemm(transB: true, m: rows, n: count, k: dim, a: q.baseAddress!, lda: dim, b: others, ldb: dim,
+                       beta: accumulate ? 1 : 0, c: out, ldc: ldo)
+        }
     }
 }

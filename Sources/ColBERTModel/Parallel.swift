@@ -36,8 +36,27 @@ struct WorkSplit: Sendable {
                 BLAS.sgemm(transB: true, m: r1 - r0, n: n, k: k, a: a.p + r0 * lda, lda: lda, b: w.p, ldb: ldw,
                            beta: beta, c: c.p + r0 * ldc, ldc: ldc)
             }
+        } else if lda == k, ldw == k, beta == 0 || beta == 1 {
+            // Few rows (a single query): pack them once and split W's rows (the output columns)
+            // between the workers; BLAS would re-pack its operands in every call, which at a
+            // few dozen rows costs as much as the arithmetic.
+            if m >= 16 * parts {
+                run(parts) { p in
+                    let r0 = ((m * p / parts) + 8) & ~15, r1 = p == parts - 1 ? m : ((m * (p + 1) / parts) + 8) & ~15
+                    guard r1 > r0 else { return }
+                    PackedRows(a.p + r0 * lda, rows: r1 - r0, dim: k)
+                        .dotProducts(with: w.p, count: n, into: c.p + r0 * ldc, ldo: ldc, accumulate: beta == 1)
+                }
+                return
+            }
+            let packed = PackedRows(a.p, rows: m, dim: k)
+            run(parts) { p in
+                let c0 = (n * p / parts) & ~15, c1 = p == parts - 1 ? n : (n * (p + 1) / parts) & ~15
+                guard c1 > c0 else { return }
+                packed.dotProducts(with: w.p + c0 * ldw, count: c1 - c0, into: c.p + c0, ldo: ldc, accumulate: beta == 1)
+            }
         } else {
-            // Few rows (a single query): split the output columns, keeping blocks 16-aligned.
+            // Few rows with strided operands: split the output columns, keeping blocks 16-aligned.
             run(parts) { p in
                 let c0 = (n * p / parts) & ~15, c1 = p == parts - 1 ? n : (n * (p + 1) / parts) & ~15
                 guard c1 > c0 else { return }

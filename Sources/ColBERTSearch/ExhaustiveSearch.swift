@@ -67,7 +67,7 @@ extension MaxSimSearcher {
             tops = (0..<queries).map { _ in TopK(capacity: k) }
         }
 
-        func score(_ id: UInt32, _ view: DocumentView, q: PackedQuery, offsets: [Int], centroids: UnsafePointer<Float>) {
+        func score(_ id: UInt32, _ view: DocumentView, q: PackedRows, offsets: [Int], centroids: UnsafePointer<Float>) {
             let ok = rowMax.withUnsafeMutableBufferPointer {
                 scorer.rowMaxima(query: q, document: view, centroids: centroids, rowMax: $0.baseAddress!)
             }
@@ -98,7 +98,7 @@ extension MaxSimSearcher {
         // Blocks of ids, so that a block's tokens are gathered at once but never the whole index.
         let bound = Int(index.documentIdBound)
         let block = 512
-        let q = PackedQuery(stacked, rows: rows, dim: index.dim)
+        let q = PackedRows(stacked, rows: rows, dim: index.dim)
         var start = 0
         while start < bound {
             var ids: [UInt32] = []
@@ -114,7 +114,7 @@ extension MaxSimSearcher {
     /// Exact MaxSim of the documents `ids` (gathered together, on this thread) against the
     /// stacked queries, each document scored by one worker (`slots[w]`): the same scores for
     /// any number of workers.
-    static func scoreExactly<S: IndexSnapshot>(_ ids: [UInt32], query q: PackedQuery, offsets: [Int],
+    static func scoreExactly<S: IndexSnapshot>(_ ids: [UInt32], query q: PackedRows, offsets: [Int],
                                                index: S, slots: [ExactSlot]) throws {
         guard let C = index.centroids.baseAddress else { return }
         let workers = slots.count

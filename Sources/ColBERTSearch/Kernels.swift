@@ -184,7 +184,7 @@ final class ExactScorer {
 
     /// Writes `max_j q_r · d_j` for every query row `r` into `rowMax` (`query.rows` floats);
     /// returns false (and writes nothing) for a document without tokens.
-    func rowMaxima(query: PackedQuery, document: DocumentView,
+    func rowMaxima(query: PackedRows, document: DocumentView,
                    centroids: UnsafePointer<Float>, rowMax: UnsafeMutablePointer<Float>) -> Bool {
         let n = document.count
         guard n > 0, query.rows > 0 else { return false }

@@ -151,10 +151,10 @@ public enum MaxSimSearcher {
         if workers > 1 { BLAS.setThreadCount(1) }
 
         // (1) Centroid scores S = Q · Cᵀ.
-        let packedQuery = PackedQuery(q, rows: nq, dim: dim)
+        let packedQuery = PackedRows(q, rows: nq, dim: dim)
         var centroidScores = [Float](repeating: 0, count: nq * K)
         centroidScores.withUnsafeMutableBufferPointer { s in
-            MaxSimKernel.scores(packedQuery, against: C, count: K, into: s.baseAddress!, ldo: K)
+            packedQuery.dotProducts(with: C, count: K, into: s.baseAddress!, ldo: K)
         }
         let t1 = nowSeconds()
         timings.centroidScores += t1 - start
@@ -344,7 +344,7 @@ public enum MaxSimSearcher {
 
     /// Exact MaxSim of the given documents, top `k` of them in result order.
     static func rerank<S: IndexSnapshot>(
-        _ docs: [UInt32], query: PackedQuery, index: S, k: Int, workers: Int
+        _ docs: [UInt32], query: PackedRows, index: S, k: Int, workers: Int
     ) throws -> [ScoredDocument] {
         let slots = (0..<max(1, min(workers, docs.count))).map { _ in
             ExactSlot(dim: index.dim, codec: index.codec, rows: query.rows, queries: 1, k: k)

@@ -27,8 +27,8 @@ import Testing
                 var viaBLAS = [Float](repeating: .nan, count: rows)
                 var portable = [Float](repeating: .nan, count: rows)
                 q.withUnsafeBufferPointer { qb in
-                    let packed = PackedQuery(qb.baseAddress!, rows: rows, dim: dim)
-                    let unpacked = PackedQuery(qb.baseAddress!, rows: rows, dim: dim, vectorPath: false)
+                    let packed = PackedRows(qb.baseAddress!, rows: rows, dim: dim)
+                    let unpacked = PackedRows(qb.baseAddress!, rows: rows, dim: dim, vectorPath: false)
                     d.withUnsafeBufferPointer { db in
                         got.withUnsafeMutableBufferPointer { gb in
                             MaxSimKernel.rowMaxima(packed, documents: db.baseAddress!, count: n, into: gb.baseAddress!)
@@ -51,8 +51,8 @@ import Testing
         }
     }
 
-    /// The packed score kernel writes every query row's dot product with every row, into a
-    /// wider output, and nothing past each row's `count` values.
+    /// The packed product writes (or adds) every row's dot product with every other row, into
+    /// a wider output, and nothing past each row's `count` values; the BLAS path too.
     @Test(arguments: [12, 128])
     func scoresMatchBruteForce(dim: Int) {
         for rows in [1, 7, 16, 20, 32, 35] {
@@ -60,19 +60,22 @@ import Testing
                 let q = random(rows * dim, seed: UInt64(rows * 31 + n))
                 let d = random(n * dim, seed: UInt64(rows * 77 + n))
                 let ldo = n + 3
-                for vectorPath in [true, false] {
+                for (vectorPath, accumulate) in [(true, false), (false, false), (true, true), (false, true)] {
+                    let start: Float = accumulate ? 0.5 : .nan
                     var out = [Float](repeating: .nan, count: rows * ldo)
+                    for i in 0..<rows { for j in 0..<n { out[i * ldo + j] = start } }
                     q.withUnsafeBufferPointer { qb in
-                        let packed = PackedQuery(qb.baseAddress!, rows: rows, dim: dim, vectorPath: vectorPath)
+                        let packed = PackedRows(qb.baseAddress!, rows: rows, dim: dim, vectorPath: vectorPath)
                         d.withUnsafeBufferPointer { db in
                             out.withUnsafeMutableBufferPointer { ob in
-                                MaxSimKernel.scores(packed, against: db.baseAddress!, count: n, into: ob.baseAddress!, ldo: ldo)
+                                packed.dotProducts(with: db.baseAddress!, count: n, into: ob.baseAddress!, ldo: ldo,
+                                                   accumulate: accumulate)
                             }
                         }
                     }
                     for i in 0..<rows {
                         for j in 0..<n {
-                            let want = bruteForceDot(q, i, d, j, dim: dim)
+                            let want = bruteForceDot(q, i, d, j, dim: dim) + (accumulate ? 0.5 : 0)
                             #expect(abs(Double(out[i * ldo + j]) - want) < 1e-5, "rows \(rows) n \(n) [\(i), \(j)] vector \(vectorPath)")
                         }
                         for j in n..<ldo { #expect(out[i * ldo + j].isNaN, "rows \(rows) n \(n): wrote past the row at \(j)") }

@@ -2,7 +2,9 @@ import ColBERTCore
 import Testing
 @testable import ColBERTModel
 
-/// The split GEMM must equal one BLAS call, on both the row-block and the column-block path.
+/// The split GEMM must equal one BLAS call on every path: many rows (row blocks through BLAS),
+/// a few rows packed once (16-row blocks per worker, or W's rows split between workers), with
+/// and without accumulating into C.
 @Suite struct WorkSplitTests {
     func check(m: Int, n: Int, k: Int, beta: Float) {
         var rng = SplitMix64(seed: UInt64(m * 7919 + n))
@@ -28,6 +30,9 @@ import Testing
 
     @Test func rowBlocks() { check(m: 400, n: 50, k: 64, beta: 1) }
     @Test func columnBlocks() { check(m: 20, n: 150, k: 96, beta: 0) }
+    @Test func columnBlocksAccumulate() { check(m: 20, n: 150, k: 96, beta: 1) }
+    @Test func fewRowBlocks() { check(m: 50, n: 100, k: 64, beta: 1) }
+    @Test func fewRowBlocksOverwrite() { check(m: 64, n: 90, k: 72, beta: 0) }
 
     @Test func rowsCoverEveryIndexOnce() {
         let hits = UnsafeMutablePointer<Float>.allocate(capacity: 101)

@@ -10,7 +10,7 @@
 /// loops.
 int ck_uses_avx2(void);
 
-/// Query rows laid out for the two kernels below: blocks of 16 rows, each block dim x 16 floats
+/// Rows (a query's, or any few rows) laid out for the two kernels below: blocks of 16 rows, each block dim x 16 floats
 /// (value k of the block's row r at 16k + r), rows past the end zero. Floats needed:
 /// `ck_packed_query_floats(rows, dim)`.
 long ck_packed_query_floats(int rows, int dim);
@@ -22,10 +22,10 @@ void ck_pack_query(const float *q, int rows, int dim, float *packed);
 /// loop (`ck_maxsim_rows_portable`) wherever BLAS has vector kernels.
 int ck_maxsim_packed(const float *packed, int rows, const float *d, int n, int dim, float *rowmax);
 
-/// out[i * ldo + j] = dot(q_i, d + j*dim) for i in [0, rows), j in [0, n): a GEMM against a
-/// query packed once, without BLAS's per-call packing of the (large) d. Returns 0, writing
-/// nothing, when there is no vector path on this CPU.
-int ck_scores_packed(const float *packed, int rows, const float *d, int n, int dim, float *out, long ldo);
+/// out[i * ldo + j] = dot(q_i, d + j*dim) (added to out when accumulate is not 0) for i in
+/// [0, rows), j in [0, n): a GEMM against few rows packed once, without BLAS's per-call packing
+/// of the (large) d. Returns 0, writing nothing, when there is no vector path on this CPU.
+int ck_scores_packed(const float *packed, int rows, const float *d, int n, int dim, float *out, long ldo, int accumulate);
 
 /// Decompresses and L2-normalises n tokens: out row j = normalise(centroid + residual), where
 /// the centroid is row centroid_ids[j] of `centroids` (n little-endian u32, any alignment) and
