@@ -7,10 +7,20 @@ import Dispatch
 /// which leave the Swift kernels and the many small attention GEMMs serial.
 struct WorkSplit: Sendable {
     let workers: Int
+    /// The forward pass's own spinning helpers (`workers - 1` threads), when there is more than
+    /// one worker.
+    private let helpers: SpinningWorkers?
 
-    /// Calls `body(part)` for `parts` parts, concurrently when there is more than one.
+    init(workers: Int) {
+        self.workers = max(1, workers)
+        self.helpers = self.workers > 1 ? SpinningWorkers(helpers: self.workers - 1) : nil
+    }
+
+    /// Calls `body(part)` for `parts` parts, concurrently when there is more than one: on the
+    /// spinning helpers when they are free, else on Dispatch's pool.
     func run(_ parts: Int, _ body: @Sendable (Int) -> Void) {
         if parts <= 1 { body(0); return }
+        if let helpers, parts <= helpers.helpers + 1, helpers.tryRun(parts, body) { return }
         DispatchQueue.concurrentPerform(iterations: parts, execute: body)
     }
 

@@ -37,6 +37,16 @@ void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const 
 /// A hint to fetch the cache line holding p (for reads), ahead of a scattered access.
 static inline void ck_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
 
+/// A hint that the caller is spinning on a flag another core will set (x86 PAUSE, ARM YIELD):
+/// it saves power and leaves the core's pipeline to its sibling while waiting.
+static inline void ck_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /// Exact-form GELU in place: x * (1 + erf(x / sqrt 2)) / 2, erf by Abramowitz & Stegun 7.1.26
 /// (absolute error <= 1.5e-7) with erfc computed directly for negative arguments.
 void ck_gelu(float *x, long count);
