@@ -38,7 +38,8 @@ struct WorkSplit: Sendable {
         let a = SendablePointer(a), w = SendablePointer(w), c = SendableMutablePointer(c)
         let big = m * n * k >= 1 << 18
         let parts = big ? workers : 1
-        if parts <= 1 {
+        let fewRows = big && m < 64 * parts && lda == k && ldw == k && (beta == 0 || beta == 1)
+        if parts <= 1 && !fewRows {
             BLAS.sgemm(transB: true, m: m, n: n, k: k, a: a.p, lda: lda, b: w.p, ldb: ldw, beta: beta, c: c.p, ldc: ldc)
         } else if m >= 64 * parts {
             run(parts) { p in
@@ -46,11 +47,11 @@ struct WorkSplit: Sendable {
                 BLAS.sgemm(transB: true, m: r1 - r0, n: n, k: k, a: a.p + r0 * lda, lda: lda, b: w.p, ldb: ldw,
                            beta: beta, c: c.p + r0 * ldc, ldc: ldc)
             }
-        } else if lda == k, ldw == k, beta == 0 || beta == 1 {
+        } else if fewRows {
             // Few rows (a single query): pack them once and split W's rows (the output columns)
-            // between the workers; BLAS would re-pack its operands in every call, which at a
-            // few dozen rows costs as much as the arithmetic.
-            if m >= 16 * parts {
+            // between the workers; BLAS would re-pack W (the larger operand) in every call, which
+            // at a few dozen rows costs as much as the arithmetic. One worker takes this path too.
+            if parts > 1, m >= 16 * parts {
                 run(parts) { p in
                     let r0 = ((m * p / parts) + 8) & ~15, r1 = p == parts - 1 ? m : ((m * (p + 1) / parts) + 8) & ~15
                     guard r1 > r0 else { return }

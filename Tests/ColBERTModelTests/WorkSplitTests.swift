@@ -3,10 +3,10 @@ import Testing
 @testable import ColBERTModel
 
 /// The split GEMM must equal one BLAS call on every path: many rows (row blocks through BLAS),
-/// a few rows packed once (16-row blocks per worker, or W's rows split between workers), with
-/// and without accumulating into C.
+/// a few rows packed once (16-row blocks per worker, or W's rows split between workers, or one
+/// worker), with and without accumulating into C.
 @Suite struct WorkSplitTests {
-    func check(m: Int, n: Int, k: Int, beta: Float) {
+    func check(m: Int, n: Int, k: Int, beta: Float, workers: Int = 3) {
         var rng = SplitMix64(seed: UInt64(m * 7919 + n))
         func random(_ count: Int) -> [Float] { (0..<count).map { _ in Float(rng.next() % 2001) / 1000 - 1 } }
         let a = random(m * k), w = random(n * k), start = random(m * n)
@@ -18,7 +18,7 @@ import Testing
                                beta: beta, c: pc.baseAddress!, ldc: n)
                 }
                 got.withUnsafeMutableBufferPointer { pc in
-                    WorkSplit(workers: 3).linear(m: m, n: n, k: k, a: pa.baseAddress!, lda: k, w: pw.baseAddress!, ldw: k,
+                    WorkSplit(workers: workers).linear(m: m, n: n, k: k, a: pa.baseAddress!, lda: k, w: pw.baseAddress!, ldw: k,
                                                  beta: beta, c: pc.baseAddress!, ldc: n)
                 }
             }
@@ -33,6 +33,8 @@ import Testing
     @Test func columnBlocksAccumulate() { check(m: 20, n: 150, k: 96, beta: 1) }
     @Test func fewRowBlocks() { check(m: 50, n: 100, k: 64, beta: 1) }
     @Test func fewRowBlocksOverwrite() { check(m: 64, n: 90, k: 72, beta: 0) }
+    @Test func oneWorkerFewRows() { check(m: 32, n: 150, k: 96, beta: 1, workers: 1) }
+    @Test func oneWorkerManyRows() { check(m: 70, n: 150, k: 96, beta: 0, workers: 1) }
 
     @Test func rowsCoverEveryIndexOnce() {
         let hits = UnsafeMutablePointer<Float>.allocate(capacity: 101)
