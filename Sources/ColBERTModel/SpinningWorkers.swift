@@ -89,14 +89,25 @@ private final class Core: @unchecked Sendable {
                 work(part)
                 finished.add(1, ordering: .releasing)
             }
-            while finished.load(ordering: .acquiring) < parts { ck_cpu_relax() }
+            Self.wait(until: { finished.load(ordering: .acquiring) >= parts })
             // A helper that noticed the job may still hold the closure; it must let go before
             // the closure's lifetime ends here.
-            while inside.load(ordering: .acquiring) > 0 { ck_cpu_relax() }
+            Self.wait(until: { inside.load(ordering: .acquiring) == 0 })
             body = nil
         }
         owned.store(false, ordering: .releasing)
         return true
+    }
+
+    /// Spins until `done`; after ~100 µs it yields the core between checks, so that a helper
+    /// that was preempted in the middle of its part (more runnable threads than cores) gets to
+    /// finish it.
+    private static func wait(until done: () -> Bool) {
+        var spins = 0
+        while !done() {
+            spins += 1
+            if spins < 4096 { ck_cpu_relax() } else { sched_yield() }
+        }
     }
 
     /// The next unclaimed part of job `generation`, or nil when it has none left (or a newer
