@@ -22,6 +22,25 @@ public struct ClusterView {
     }
     @inlinable public func code(_ i: Int) -> UnsafeRawPointer { codes + i * bytesPerCode }
 
+    /// Index of the first entry whose document id is at least `doc` (`count` when none is), by
+    /// binary search: entries are in document order.
+    @inlinable
+    public func firstEntry(atLeast doc: UInt32) -> Int {
+        guard count > 0, doc > docBase else { return 0 }
+        guard doc - docBase <= UInt32(UInt16.max) else { return count }
+        let target = UInt16(doc - docBase)
+        @inline(__always) func offset(_ i: Int) -> UInt16 {
+            UInt16(littleEndian: docOffsets.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
+        }
+        var base = 0, n = count
+        while n > 1 {
+            let half = n / 2
+            base = offset(base + half) < target ? base + half : base
+            n -= half
+        }
+        return base + (offset(base) < target ? 1 : 0)
+    }
+
     /// Entries of `doc`: the range `lo..<hi` (empty when absent), by binary search.
     @inlinable
     public func entries(of doc: UInt32) -> Range<Int> {

@@ -112,8 +112,8 @@ public enum MaxSimSearcher {
         var error: (any Error)?
     }
 
-    /// One worker's shortlist; its candidates are the documents whose id is `worker` modulo the
-    /// number of workers.
+    /// One worker's shortlist; its candidates are the documents of its own contiguous id range
+    /// (`worker` of `workers` equal parts of the id bound).
     private final class ScoringSlot {
         var top: TopK
         var error: (any Error)?
@@ -253,13 +253,13 @@ public enum MaxSimSearcher {
                                         if normalize {
                                             norms.store.withUnsafeBufferPointer { nb in
                                                 scratch.score(view, base: base, lut: lut, bytesPerCode: bytesPerCode,
-                                                              worker: w, workers: workers, allowed: allowed,
+                                                              worker: w, workers: workers, idBound: bound, allowed: allowed,
                                                               inverseNorms: nb.baseAddress! + at)
                                             }
                                             at += view.count
                                         } else {
                                             scratch.score(view, base: base, lut: lut, bytesPerCode: bytesPerCode,
-                                                          worker: w, workers: workers, allowed: allowed, inverseNorms: nil)
+                                                          worker: w, workers: workers, idBound: bound, allowed: allowed, inverseNorms: nil)
                                         }
                                     }
                                 }
@@ -418,6 +418,9 @@ final class ScoringScratch: @unchecked Sendable {
         pool.withLock { p in if p.count < 16 { p.append(s) } }
     }
 
+    /// Drops every pooled scratch (tests use it to control which sizes the next search gets).
+    static func emptyPool() { pool.withLock { $0.removeAll() } }
+
     /// Back to the clean state after an interrupted query (an error between fold and finish).
     private func reset() {
         for j in 0..<touchedCount { best[Int(touched[j])] = -Float.infinity }
@@ -428,16 +431,22 @@ final class ScoringScratch: @unchecked Sendable {
 
     @inline(__always)
     func score(_ view: ClusterView, base: Float, lut: UnsafePointer<Float>, bytesPerCode: Int,
-               worker w: Int, workers: Int, allowed: DocumentFilter?, inverseNorms: UnsafePointer<Float>?) {
-        let n = view.count
+               worker w: Int, workers: Int, idBound: Int, allowed: DocumentFilter?, inverseNorms: UnsafePointer<Float>?) {
         let bound = capacity
+        // Each worker owns a contiguous range of document ids (cut from the index's id bound, the
+        // same for every worker; scratches are pooled, so their capacities may differ); a chunk's
+        // entries are in document order, so a worker reads only its own part of each chunk.
+        var first = 0, end = view.count
+        if workers > 1 {
+            first = view.firstEntry(atLeast: UInt32(idBound * w / workers))
+            if w < workers - 1 { end = view.firstEntry(atLeast: UInt32(idBound * (w + 1) / workers)) }
+        }
         let best = self.best, touched = self.touched
         var scored = 0, touchedCount = self.touchedCount
-        for t in 0..<n {
+        for t in first..<max(first, end) {
             let doc = view.docId(t)
             let d = Int(doc)
             if d >= bound { continue }
-            if workers > 1 && d % workers != w { continue }
             if let f = allowed, !f.contains(doc) { continue }
             var score = base + LookupTables.sum(lut, view.code(t), bytes: bytesPerCode)
             if let inv = inverseNorms { score *= inv[t] }

@@ -57,6 +57,11 @@ import Testing
             #expect(view.entries(of: 70_001).isEmpty)
             #expect(view.entries(of: 69_999).isEmpty)
             #expect(view.entries(of: 200_000).isEmpty)
+            // The first entry at or past a document id (a worker's share of a chunk starts there).
+            for (doc, want) in [(0, 0), (70_000, 0), (70_001, 2), (70_003, 2), (70_004, 3), (70_010, 3),
+                                (70_011, 6), (135_535, 6), (135_536, 7), (200_000, 7)] as [(UInt32, Int)] {
+                #expect(view.firstEntry(atLeast: doc) == want, "doc \(doc)")
+            }
             // A size that disagrees with the header is refused.
             #expect(ClusterChunkLayout.view(UnsafeRawBufferPointer(rebasing: raw.dropLast()), bytesPerCode: bpc) == nil)
             #expect(ClusterChunkLayout.view(raw, bytesPerCode: 16) == nil)

@@ -103,6 +103,13 @@ import Testing
                 #expect(try MaxSimSearcher.search(query: q, in: big.index, k: 20, parameters: p, threads: 2) == want)
                 #expect(try MaxSimSearcher.search(query: q, in: big.index, k: 20, parameters: p, threads: 1) == want)
             }
+            // Workers of one search holding scratches of different sizes (one pooled from a larger
+            // index, one new) must still split the documents between them exactly.
+            for (q, want) in zip(small.queries, smallFirst) {
+                ScoringScratch.emptyPool()
+                ScoringScratch.give(ScoringScratch.take(bound: 500))
+                #expect(try MaxSimSearcher.search(query: q, in: small.index, k: 20, parameters: p, threads: 2) == want)
+            }
         }
     }
 
