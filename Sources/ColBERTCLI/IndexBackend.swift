@@ -53,8 +53,9 @@ struct IndexBackend: RetrievalBackend {
             }
             return try queries.map { q in
                 let ranked = exhaustive
-                    ? try MaxSimSearcher.exhaustive(query: q, in: snap, k: options.k, allowed: filter, threads: 1)
-                    : try MaxSimSearcher.search(query: q, in: snap, k: options.k, parameters: params, allowed: filter, threads: 1)
+                    ? try MaxSimSearcher.exhaustive(query: q, in: snap, k: options.k, allowed: filter, threads: max(1, options.threads))
+                    : try MaxSimSearcher.search(query: q, in: snap, k: options.k, parameters: params, allowed: filter,
+                                                threads: max(1, options.threads))
                 return try ranked.map { hit in
                     guard options.includeText || options.includeMetadata else {
                         return SearchHit(id: try snap.externalId(of: hit.docId) ?? "", score: hit.score)

@@ -25,6 +25,8 @@ final class RequestProcessor: Sendable {
     let metrics: ServerMetrics
     let logger: Logger
     private let workers: NIOThreadPool
+    /// Threads a search may use inside itself when it is the only request in flight.
+    private let searchThreads: Int
     private let writer: NIOThreadPool
     private let batcher: QueryEncodeBatcher
 
@@ -34,6 +36,7 @@ final class RequestProcessor: Sendable {
         self.metrics = ServerMetrics(maxQueued: configuration.limits.maxQueuedRequests)
         self.logger = logger
         self.workers = NIOThreadPool(numberOfThreads: max(1, configuration.threads))
+        self.searchThreads = max(1, configuration.threads)
         self.writer = NIOThreadPool(numberOfThreads: 1)
         self.batcher = QueryEncodeBatcher(
             backend: backend, pool: workers, timerLoop: timerLoop,
@@ -166,8 +169,13 @@ final class RequestProcessor: Sendable {
             // took_ms is the encoder's and the search's own time, measured on the worker thread
             // that ran them, so a client's round trip minus took_ms is everything the server adds
             // (parsing, thread hand-offs, serialising, the socket).
+            let metrics = self.metrics, searchThreads = self.searchThreads
             let searchOnce: @Sendable (TokenEmbeddings) throws -> ([SearchHit], Double) = { embeddings in
                 let started = ContinuousClock.now
+                // Decided as the search starts: alone, it takes every worker's core; with other
+                // requests in flight, one thread each keeps throughput.
+                var options = options
+                options.threads = metrics.admitted <= 1 ? searchThreads : 1
                 let hits = try backend.search([embeddings], options: options)
                 guard hits.count == 1 else { throw BackendError(.internal, "search returned \(hits.count) lists for 1 query") }
                 return (hits[0], QueryEncodeBatcher.seconds(ContinuousClock.now - started))

@@ -43,6 +43,9 @@ public struct SearchOptions: Sendable {
     public var includeMetadata: Bool
     /// When set, only these external ids may be returned (ids that do not exist are ignored).
     public var restrictTo: Set<String>?
+    /// Threads working inside each query. The server sets it per search: all its worker threads
+    /// when the search is the only request in flight (a lone client gets every core), else 1.
+    public var threads: Int = 1
 
     public init(k: Int, parameters: [String: JSONValue] = [:], includeText: Bool = false,
                 includeMetadata: Bool = false, restrictTo: Set<String>? = nil) {
