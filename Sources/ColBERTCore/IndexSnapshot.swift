@@ -220,6 +220,8 @@ public protocol IndexSnapshot {
     /// which a store may gather faster than one by one. The views may be read from several
     /// threads inside `body`.
     func withDocuments<R>(_ docIds: [UInt32], _ body: ([DocumentView?]) throws -> R) throws -> R
+    /// `withDocuments`, gathering on up to `workers` threads when the store can.
+    func withDocuments<R>(_ docIds: [UInt32], workers: Int, _ body: ([DocumentView?]) throws -> R) throws -> R
     /// Visits every live document in increasing internal id order.
     func forEachDocument(_ body: (UInt32, DocumentView) throws -> Void) throws
     /// Sets up whatever `forEachClusterChunk` needs, on the calling thread, before several
@@ -229,4 +231,8 @@ public protocol IndexSnapshot {
 
 extension IndexSnapshot {
     public func prepareClusterReads() throws {}
+
+    public func withDocuments<R>(_ docIds: [UInt32], workers: Int, _ body: ([DocumentView?]) throws -> R) throws -> R {
+        try withDocuments(docIds, body)
+    }
 }

@@ -11,6 +11,10 @@ public struct PackedRows: Sendable {
     /// Empty when the CPU has no vector path (the kernels then fall back to BLAS).
     @usableFromInline let packed: [Float]
 
+    /// Whether the kernels run the vector path. Only then does a score not depend on how the
+    /// other rows are split between calls (BLAS rounds the tail of a call differently).
+    public var splitsExactly: Bool { !packed.isEmpty }
+
     /// Packs `rows × dim` row-major floats.
     public init(_ query: UnsafePointer<Float>, rows: Int, dim: Int) {
         self.init(query, rows: rows, dim: dim, vectorPath: ck_uses_avx2() != 0)

@@ -88,6 +88,22 @@ final class ClusterDirectory: @unchecked Sendable {
 }
 
 /// Consecutive tokens of one document in one chunk: where their codes lie in the map.
+/// One gathering worker's runs, and per requested document how many tokens it found and where
+/// its runs of that document start in the output.
+final class GatherShare: @unchecked Sendable {
+    // @unchecked: each share is written by one worker at a time; the hand-overs between the
+    // locate pass, the start offsets and the copy pass are separated by the pool's barriers.
+    var runs: [TokenRun] = []
+    var located: [Int] = []
+    var start: [Int] = []
+}
+
+/// The gathered buffer; workers write disjoint token ranges of it.
+struct GatherOutput: @unchecked Sendable {
+    let buffer: UnsafeMutableRawPointer
+    let codes: UnsafeMutableRawPointer
+}
+
 struct TokenRun {
     let codes: UnsafeRawPointer
     let count: Int32
@@ -180,9 +196,15 @@ public struct IndexReadSnapshot: IndexSnapshot {
         try withDocuments([docId]) { try body($0[0]) }
     }
 
+    public func withDocuments<R>(_ docIds: [UInt32], _ body: ([DocumentView?]) throws -> R) throws -> R {
+        try withDocuments(docIds, workers: 1, body)
+    }
+
     /// Gathers all the documents in one pass over their clusters in centroid order, so that the
     /// reads sweep the cluster database forward instead of jumping between clusters per document.
-    public func withDocuments<R>(_ docIds: [UInt32], _ body: ([DocumentView?]) throws -> R) throws -> R {
+    /// With several workers, each locates and copies the runs of its own share of the
+    /// (centroid, document) pairs; a document's tokens still come out in centroid order.
+    public func withDocuments<R>(_ docIds: [UInt32], workers: Int, _ body: ([DocumentView?]) throws -> R) throws -> R {
         let bpc = index.codec.bytesPerVector
         let d = try directory()
         var tokenStart = [Int](repeating: 0, count: docIds.count + 1)
@@ -226,31 +248,53 @@ public struct IndexReadSnapshot: IndexSnapshot {
         // Two passes, so that memory latency overlaps: first every run's place (binary searches
         // over id offsets, prefetched a few clusters ahead), then the copies, each run's codes
         // prefetched several runs ahead.
-        var runs: [TokenRun] = []
-        runs.reserveCapacity(sortedDoc.count + sortedDoc.count / 4)
-        var located = [Int](repeating: 0, count: docIds.count)
-        let ahead = 8
-        for p in 0..<sortedDoc.count {
-            if p + ahead < sortedDoc.count { d.prefetch(cluster: Int(sortedCentroid[p + ahead])) }
-            let k = Int(sortedDoc[p])
-            located[k] += d.locate(doc: docIds[k], cluster: Int(sortedCentroid[p]), position: Int32(k), into: &runs)
-        }
-        for k in docIds.indices where located[k] != tokenStart[k + 1] - tokenStart[k] {
-            throw IndexError.corrupt("document \(docIds[k]): its record has \(tokenStart[k + 1] - tokenStart[k]) tokens, its clusters \(located[k])")
-        }
-        var filled = tokenStart
-        let copyAhead = 16
-        for (i, run) in runs.enumerated() {
-            if i + copyAhead < runs.count { ck_prefetch(runs[i + copyAhead].codes) }
-            let k = Int(run.position), n = Int(run.count)
-            var at = filled[k]
-            for t in 0..<n {
-                buffer.storeBytes(of: run.centroid.littleEndian, toByteOffset: 4 * at, as: UInt32.self)
-                copyCode(from: run.codes + t * bpc, to: codes + bpc * at, bytes: bpc)
-                at += 1
+        let pairs = sortedDoc.count
+        let parts = max(1, min(workers, pairs / 2048))
+        let shares = (0..<parts).map { _ in GatherShare() }
+        let orderedDocs = sortedDoc, orderedCentroids = sortedCentroid
+        let locate: @Sendable (Int) -> Void = { w in
+            let p0 = pairs * w / parts, p1 = pairs * (w + 1) / parts
+            var runs: [TokenRun] = []
+            runs.reserveCapacity((p1 - p0) + (p1 - p0) / 4)
+            var located = [Int](repeating: 0, count: docIds.count)
+            let ahead = 8
+            for p in p0..<p1 {
+                if p + ahead < p1 { d.prefetch(cluster: Int(orderedCentroids[p + ahead])) }
+                let k = Int(orderedDocs[p])
+                located[k] += d.locate(doc: docIds[k], cluster: Int(orderedCentroids[p]), position: Int32(k), into: &runs)
             }
-            filled[k] = at
+            shares[w].runs = runs
+            shares[w].located = located
         }
+        if parts == 1 { locate(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: locate) }
+        // Each share writes its runs of document k from where the previous shares' end.
+        var cursor = tokenStart
+        for share in shares {
+            share.start = cursor
+            for k in docIds.indices { cursor[k] += share.located[k] }
+        }
+        for k in docIds.indices where cursor[k] != tokenStart[k + 1] {
+            throw IndexError.corrupt("document \(docIds[k]): its record has \(tokenStart[k + 1] - tokenStart[k]) tokens, its clusters \(cursor[k] - tokenStart[k])")
+        }
+        let out = GatherOutput(buffer: buffer, codes: codes)
+        let copy: @Sendable (Int) -> Void = { w in
+            let share = shares[w]
+            let runs = share.runs
+            var filled = share.start
+            let copyAhead = 16
+            for (i, run) in runs.enumerated() {
+                if i + copyAhead < runs.count { ck_prefetch(runs[i + copyAhead].codes) }
+                let k = Int(run.position), n = Int(run.count)
+                var at = filled[k]
+                for t in 0..<n {
+                    out.buffer.storeBytes(of: run.centroid.littleEndian, toByteOffset: 4 * at, as: UInt32.self)
+                    copyCode(from: run.codes + t * bpc, to: out.codes + bpc * at, bytes: bpc)
+                    at += 1
+                }
+                filled[k] = at
+            }
+        }
+        if parts == 1 { copy(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: copy) }
         var views: [DocumentView?] = []
         views.reserveCapacity(docIds.count)
         for k in docIds.indices {

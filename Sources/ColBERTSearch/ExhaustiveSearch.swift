@@ -118,7 +118,7 @@ extension MaxSimSearcher {
                                                index: S, slots: [ExactSlot]) throws {
         guard let C = index.centroids.baseAddress else { return }
         let workers = slots.count
-        try index.withDocuments(ids) { views in
+        try index.withDocuments(ids, workers: workers) { views in
             runWorkers(workers) { w in
                 let slot = slots[w]
                 var j = w

@@ -154,7 +154,19 @@ public enum MaxSimSearcher {
         let packedQuery = PackedRows(q, rows: nq, dim: dim)
         var centroidScores = [Float](repeating: 0, count: nq * K)
         centroidScores.withUnsafeMutableBufferPointer { s in
-            packedQuery.dotProducts(with: C, count: K, into: s.baseAddress!, ldo: K)
+            let out = s.baseAddress!
+            // Split by centroid rows (16-aligned) when there are enough to share, and only where
+            // the split leaves every score as one call computes it (same results for any
+            // thread count).
+            let parts = packedQuery.splitsExactly ? min(workers, K / 1024) : 1
+            if parts <= 1 {
+                packedQuery.dotProducts(with: C, count: K, into: out, ldo: K)
+            } else {
+                runWorkers(parts) { w in
+                    let c0 = (K * w / parts) & ~15, c1 = w == parts - 1 ? K : (K * (w + 1) / parts) & ~15
+                    packedQuery.dotProducts(with: C + c0 * dim, count: c1 - c0, into: out + c0, ldo: K)
+                }
+            }
         }
         let t1 = nowSeconds()
         timings.centroidScores += t1 - start

@@ -85,6 +85,34 @@ import Testing
         }
     }
 
+    /// On the vector path, scoring the rows in parts (the search splits the centroid table between
+    /// its workers) gives exactly the scores of one call, so results do not depend on the thread
+    /// count; the BLAS path says it does not (the search then does not split).
+    @Test func scoresSplitIntoPartsAreIdentical() {
+        let dim = 64, rows = 32, n = 100
+        let q = random(rows * dim, seed: 41), d = random(n * dim, seed: 43)
+        for vectorPath in [true, false] {
+            guard vectorPath == false || ck_uses_avx2() != 0 else { continue }
+            var whole = [Float](repeating: 0, count: rows * n), parts = whole
+            q.withUnsafeBufferPointer { qb in
+                let packed = PackedRows(qb.baseAddress!, rows: rows, dim: dim, vectorPath: vectorPath)
+                d.withUnsafeBufferPointer { db in
+                    whole.withUnsafeMutableBufferPointer { ob in
+                        packed.dotProducts(with: db.baseAddress!, count: n, into: ob.baseAddress!, ldo: n)
+                    }
+                    parts.withUnsafeMutableBufferPointer { ob in
+                        for (c0, c1) in [(0, 32), (32, 48), (48, 100)] {
+                            packed.dotProducts(with: db.baseAddress! + c0 * dim, count: c1 - c0, into: ob.baseAddress! + c0, ldo: n)
+                        }
+                    }
+                }
+            }
+            let exact = q.withUnsafeBufferPointer { PackedRows($0.baseAddress!, rows: rows, dim: dim, vectorPath: vectorPath).splitsExactly }
+            #expect(exact == vectorPath)
+            if exact { #expect(whole == parts) }
+        }
+    }
+
     /// The table-driven decoder gives what `ResidualCodec.decode(normalize: true)` gives, for
     /// every code width, with centroid ids read unaligned; the portable loop too.
     @Test(arguments: [1, 2, 4])
