@@ -11,7 +11,7 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .long, help: "Permission bits of the socket file, in octal.")
     var socketMode: String = "0600"
 
-    @Option(name: .long, help: "Worker threads for encoding and search (writes use one more).")
+    @Option(name: .long, help: "Worker threads for encoding and search (writes use one more); a search that is the only request in flight uses all of them.")
     var threads: Int = 2
 
     @Option(name: .long, help: "Longest request line in bytes.")
