@@ -22,6 +22,10 @@ public struct ClusterView {
     }
     @inlinable public func code(_ i: Int) -> UnsafeRawPointer { codes + i * bytesPerCode }
 
+    @inlinable func offset(_ i: Int) -> UInt16 {
+        UInt16(littleEndian: docOffsets.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
+    }
+
     /// Index of the first entry whose document id is at least `doc` (`count` when none is), by
     /// binary search: entries are in document order.
     @inlinable
@@ -29,9 +33,8 @@ public struct ClusterView {
         guard count > 0, doc > docBase else { return 0 }
         guard doc - docBase <= UInt32(UInt16.max) else { return count }
         let target = UInt16(doc - docBase)
-        @inline(__always) func offset(_ i: Int) -> UInt16 {
-            UInt16(littleEndian: docOffsets.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
-        }
+        // Branch-free lower bound: the probes' outcomes are unpredictable, so conditional moves
+        // beat branches.
         var base = 0, n = count
         while n > 1 {
             let half = n / 2
@@ -46,18 +49,7 @@ public struct ClusterView {
     public func entries(of doc: UInt32) -> Range<Int> {
         guard count > 0, doc >= docBase, doc - docBase <= UInt32(UInt16.max) else { return 0..<0 }
         let target = UInt16(doc - docBase)
-        @inline(__always) func offset(_ i: Int) -> UInt16 {
-            UInt16(littleEndian: docOffsets.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
-        }
-        // Branch-free lower bound: the probes' outcomes are unpredictable, so conditional moves
-        // beat branches.
-        var base = 0, n = count
-        while n > 1 {
-            let half = n / 2
-            base = offset(base + half) < target ? base + half : base
-            n -= half
-        }
-        let lo = base + (offset(base) < target ? 1 : 0)
+        let lo = firstEntry(atLeast: doc)
         var end = lo
         while end < count && offset(end) == target { end += 1 }
         return lo..<end
