@@ -87,7 +87,6 @@ final class ClusterDirectory: @unchecked Sendable {
     }
 }
 
-/// Consecutive tokens of one document in one chunk: where their codes lie in the map.
 /// One gathering worker's runs, and per requested document how many tokens it found and where
 /// its runs of that document start in the output.
 final class GatherShare: @unchecked Sendable {
@@ -104,6 +103,7 @@ struct GatherOutput: @unchecked Sendable {
     let codes: UnsafeMutableRawPointer
 }
 
+/// Consecutive tokens of one document in one chunk: where their codes lie in the map.
 struct TokenRun {
     let codes: UnsafeRawPointer
     let count: Int32
