@@ -4,6 +4,15 @@ import CKernels
 /// out once for the AVX2 kernels that multiply them against many other rows: blocks of 16 rows,
 /// each stored dimension-major, so a kernel reads 16 rows' values of one dimension with two
 /// vector loads (see `ck_pack_query`). The row-major rows are kept for the BLAS fallback.
+/// Part `part` of `parts` nearly equal shares of `0..<count`, each starting at a multiple of 16
+/// (the packed kernels' block) and the last running to `count`; empty when the share rounds away.
+@inlinable
+public func blockAlignedShare(part: Int, of parts: Int, count: Int) -> Range<Int> {
+    let start = (count * part / parts) & ~15
+    let end = part == parts - 1 ? count : (count * (part + 1) / parts) & ~15
+    return start..<max(start, end)
+}
+
 public struct PackedRows: Sendable {
     public let rows: Int
     public let dim: Int

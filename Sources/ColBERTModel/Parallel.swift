@@ -62,17 +62,18 @@ struct WorkSplit: Sendable {
             }
             let packed = PackedRows(a.p, rows: m, dim: k)
             run(parts) { p in
-                let c0 = (n * p / parts) & ~15, c1 = p == parts - 1 ? n : (n * (p + 1) / parts) & ~15
-                guard c1 > c0 else { return }
-                packed.dotProducts(with: w.p + c0 * ldw, count: c1 - c0, into: c.p + c0, ldo: ldc, accumulate: beta == 1)
+                let cols = blockAlignedShare(part: p, of: parts, count: n)
+                guard !cols.isEmpty else { return }
+                packed.dotProducts(with: w.p + cols.lowerBound * ldw, count: cols.count, into: c.p + cols.lowerBound, ldo: ldc,
+                                   accumulate: beta == 1)
             }
         } else {
             // Few rows with strided operands: split the output columns, keeping blocks 16-aligned.
             run(parts) { p in
-                let c0 = (n * p / parts) & ~15, c1 = p == parts - 1 ? n : (n * (p + 1) / parts) & ~15
-                guard c1 > c0 else { return }
-                BLAS.sgemm(transB: true, m: m, n: c1 - c0, k: k, a: a.p, lda: lda, b: w.p + c0 * ldw, ldb: ldw,
-                           beta: beta, c: c.p + c0, ldc: ldc)
+                let cols = blockAlignedShare(part: p, of: parts, count: n)
+                guard !cols.isEmpty else { return }
+                BLAS.sgemm(transB: true, m: m, n: cols.count, k: k, a: a.p, lda: lda, b: w.p + cols.lowerBound * ldw, ldb: ldw,
+                           beta: beta, c: c.p + cols.lowerBound, ldc: ldc)
             }
         }
     }

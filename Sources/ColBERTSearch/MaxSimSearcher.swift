@@ -163,8 +163,8 @@ public enum MaxSimSearcher {
                 packedQuery.dotProducts(with: C, count: K, into: out, ldo: K)
             } else {
                 runWorkers(parts) { w in
-                    let c0 = (K * w / parts) & ~15, c1 = w == parts - 1 ? K : (K * (w + 1) / parts) & ~15
-                    packedQuery.dotProducts(with: C + c0 * dim, count: c1 - c0, into: out + c0, ldo: K)
+                    let share = blockAlignedShare(part: w, of: parts, count: K)
+                    packedQuery.dotProducts(with: C + share.lowerBound * dim, count: share.count, into: out + share.lowerBound, ldo: K)
                 }
             }
         }
