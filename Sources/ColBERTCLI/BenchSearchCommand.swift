@@ -30,11 +30,14 @@ func printSearchReport(_ r: SearchBenchmark.Report, k: Int, parameters p: Search
         print(String(format: "QPS: %.1f at 1 thread, %.1f at %d threads", r.qps, qpsAll, r.batchThreads))
         print(String(format: "recall@%d vs exhaustive: %.4f  (nprobe %d, rerank %d; exhaustive %.1f ms/query)",
                      k, r.recallAtK, p.nprobe, p.rerankDepth, r.exhaustiveMean))
-        let st = r.stages
-        print(String(format: "mean stage ms: centroids %.3f  select %.3f  tables %.3f  scoring %.3f  reduce %.3f  rerank %.3f; %d candidates, %d tokens scored",
-                     st.centroidScores, st.selection, st.lookupTables, st.scoring, st.reduction, st.rerank,
-                     st.candidates, st.scoredTokens))
+        print("mean stage ms: \(stageText(r.stages)); \(r.stages.candidates) candidates, \(r.stages.scoredTokens) tokens scored")
     }
+}
+
+/// Per-stage times of `SearchTimings` already in milliseconds, one line.
+func stageText(_ st: SearchTimings) -> String {
+    String(format: "centroids %.3f  select %.3f  tables %.3f  scoring %.3f  reduce %.3f  rerank %.3f",
+           st.centroidScores, st.selection, st.lookupTables, st.scoring, st.reduction, st.rerank)
 }
 
 /// `colbert bench search`: MaxSim latency on a real index.
@@ -97,10 +100,7 @@ struct BenchSearchCommand: ParsableCommand {
             if !json {
                 if !parallel.isEmpty {
                     print("search without encoding, \(threads) threads inside each query: \(LatencySummary(seconds: parallel).text)")
-                    let n = Double(parallel.count), st = parallelStages
-                    print(String(format: "  its mean stage ms: centroids %.3f  select %.3f  tables %.3f  scoring %.3f  reduce %.3f  rerank %.3f",
-                                 st.centroidScores / n * 1000, st.selection / n * 1000, st.lookupTables / n * 1000,
-                                 st.scoring / n * 1000, st.reduction / n * 1000, st.rerank / n * 1000))
+                    print("  its mean stage ms: " + stageText(parallelStages.perQueryMilliseconds(queries: parallel.count)))
                 }
                 print("query encoding alone, 1 query: \(enc.text)")
                 print("encode + search, 1 query: \(e2e.text)")

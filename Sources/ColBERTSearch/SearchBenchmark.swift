@@ -85,11 +85,7 @@ public enum SearchBenchmark {
             }
             batchQPS = Double(queries.count * max(1, repeats)) / max(1e-9, nowSeconds() - b0)
         }
-        var mean = stages
-        mean.centroidScores *= 1000 / n; mean.selection *= 1000 / n; mean.lookupTables *= 1000 / n
-        mean.scoring *= 1000 / n; mean.reduction *= 1000 / n; mean.rerank *= 1000 / n; mean.total *= 1000 / n
-        mean.candidates = Int(Double(mean.candidates) / n)
-        mean.scoredTokens = Int(Double(mean.scoredTokens) / n)
+        let mean = stages.perQueryMilliseconds(queries: Int(n))
         let report = Report(queries: queries.count, k: k, threads: threads, parameters: parameters,
                             latency: latency.summary,
                             cpuP50: cpu.isEmpty ? 0 : cpu.sorted()[cpu.count / 2] * 1000,

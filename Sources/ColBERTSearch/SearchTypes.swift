@@ -127,6 +127,17 @@ public struct SearchTimings: Sendable, Equatable {
 
     public init() {}
 
+    /// These totals over `queries` searches as per-query means, times in milliseconds.
+    public func perQueryMilliseconds(queries: Int) -> SearchTimings {
+        let n = Double(max(1, queries))
+        var mean = self
+        mean.centroidScores *= 1000 / n; mean.selection *= 1000 / n; mean.lookupTables *= 1000 / n
+        mean.scoring *= 1000 / n; mean.reduction *= 1000 / n; mean.rerank *= 1000 / n; mean.total *= 1000 / n
+        mean.candidates = Int(Double(candidates) / n)
+        mean.scoredTokens = Int(Double(scoredTokens) / n)
+        return mean
+    }
+
     public static func += (a: inout SearchTimings, b: SearchTimings) {
         a.centroidScores += b.centroidScores
         a.selection += b.selection
