@@ -51,15 +51,9 @@ struct WorkSplit: Sendable {
             // Few rows (a single query): pack them once and split W's rows (the output columns)
             // between the workers; BLAS would re-pack W (the larger operand) in every call, which
             // at a few dozen rows costs as much as the arithmetic. One worker takes this path too.
-            if parts > 1, m >= 16 * parts {
-                run(parts) { p in
-                    let r0 = ((m * p / parts) + 8) & ~15, r1 = p == parts - 1 ? m : ((m * (p + 1) / parts) + 8) & ~15
-                    guard r1 > r0 else { return }
-                    PackedRows(a.p + r0 * lda, rows: r1 - r0, dim: k)
-                        .dotProducts(with: w.p, count: n, into: c.p + r0 * ldc, ldo: ldc, accumulate: beta == 1)
-                }
-                return
-            }
+            // Splitting the query's rows instead would make every worker stream all of W from
+            // memory (42 MB per query for the default model) and give each W row to one 16-row
+            // block instead of two.
             let packed = PackedRows(a.p, rows: m, dim: k)
             run(parts) { p in
                 let cols = blockAlignedShare(part: p, of: parts, count: n)

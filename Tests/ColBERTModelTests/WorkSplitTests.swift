@@ -3,7 +3,7 @@ import Testing
 @testable import ColBERTModel
 
 /// The split GEMM must equal one BLAS call on every path: many rows (row blocks through BLAS),
-/// a few rows packed once (16-row blocks per worker, or W's rows split between workers, or one
+/// a few rows packed once (W's rows split between workers, with one to four 16-row blocks, or one
 /// worker), with and without accumulating into C.
 @Suite struct WorkSplitTests {
     func check(m: Int, n: Int, k: Int, beta: Float, workers: Int = 3) {
