@@ -236,7 +236,56 @@ void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const 
 
 long ck_packed_query_floats(int rows, int dim) { return (long)((rows + 15) / 16) * 16 * dim; }
 
+#ifdef CK_X86
+/* 8 x 8 transposes: rows r0..r0+7 (zeros past `rows`), dims k..k+7 of each, to 8 runs of 8. */
+__attribute__((target("avx2,fma")))
+static void pack_query_avx2(const float *q, int rows, int dim, float *packed) {
+    const __m256 zero = _mm256_setzero_ps();
+    int dim8 = dim & ~7;
+    for (int b = 0; b * 16 < rows; b++) {
+        float *p = packed + (long)b * dim * 16;
+        for (int h = 0; h < 2; h++) {
+            int r0 = b * 16 + h * 8;
+            const float *src[8];
+            int live[8];
+            for (int r = 0; r < 8; r++) { live[r] = r0 + r < rows; src[r] = q + (long)(live[r] ? r0 + r : 0) * dim; }
+            for (int k = 0; k < dim8; k += 8) {
+                __m256 a0 = live[0] ? _mm256_loadu_ps(src[0] + k) : zero, a1 = live[1] ? _mm256_loadu_ps(src[1] + k) : zero;
+                __m256 a2 = live[2] ? _mm256_loadu_ps(src[2] + k) : zero, a3 = live[3] ? _mm256_loadu_ps(src[3] + k) : zero;
+                __m256 a4 = live[4] ? _mm256_loadu_ps(src[4] + k) : zero, a5 = live[5] ? _mm256_loadu_ps(src[5] + k) : zero;
+                __m256 a6 = live[6] ? _mm256_loadu_ps(src[6] + k) : zero, a7 = live[7] ? _mm256_loadu_ps(src[7] + k) : zero;
+                __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+                __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+                __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
+                __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+                __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+                __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+                __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+                __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+                float *o = p + (long)k * 16 + h * 8;
+                _mm256_storeu_ps(o + 0 * 16, _mm256_permute2f128_ps(u0, u4, 0x20));
+                _mm256_storeu_ps(o + 1 * 16, _mm256_permute2f128_ps(u1, u5, 0x20));
+                _mm256_storeu_ps(o + 2 * 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+                _mm256_storeu_ps(o + 3 * 16, _mm256_permute2f128_ps(u3, u7, 0x20));
+                _mm256_storeu_ps(o + 4 * 16, _mm256_permute2f128_ps(u0, u4, 0x31));
+                _mm256_storeu_ps(o + 5 * 16, _mm256_permute2f128_ps(u1, u5, 0x31));
+                _mm256_storeu_ps(o + 6 * 16, _mm256_permute2f128_ps(u2, u6, 0x31));
+                _mm256_storeu_ps(o + 7 * 16, _mm256_permute2f128_ps(u3, u7, 0x31));
+            }
+            for (int k = dim8; k < dim; k++)
+                for (int r = 0; r < 8; r++) p[16 * k + h * 8 + r] = live[r] ? src[r][k] : 0.0f;
+        }
+    }
+}
+#endif
+
 void ck_pack_query(const float *q, int rows, int dim, float *packed) {
+#ifdef CK_X86
+    if (ck_uses_avx2()) {
+        pack_query_avx2(q, rows, dim, packed);
+        return;
+    }
+#endif
     for (int b = 0; b * 16 < rows; b++) {
         float *p = packed + (long)b * dim * 16;
         for (int k = 0; k < dim; k++)

@@ -3,7 +3,8 @@ import CKernels
 /// A few rows (a query's token vectors, or the activations of one query in the encoder) laid
 /// out once for the AVX2 kernels that multiply them against many other rows: blocks of 16 rows,
 /// each stored dimension-major, so a kernel reads 16 rows' values of one dimension with two
-/// vector loads (see `ck_pack_query`). The row-major rows are kept for the BLAS fallback.
+/// vector loads (see `ck_pack_query`). Without the vector path the row-major rows are kept
+/// instead, for the BLAS fallback.
 /// Part `part` of `parts` nearly equal shares of `0..<count`, each starting at a multiple of 16
 /// (the packed kernels' block) and the last running to `count`; empty when the share rounds away.
 @inlinable
@@ -35,8 +36,15 @@ public struct PackedRows: Sendable {
         precondition(rows >= 0 && dim >= 0 && rows <= Int(Int32.max) && dim <= Int(Int32.max))
         self.rows = rows
         self.dim = dim
-        rowMajor = Array(UnsafeBufferPointer(start: query, count: rows * dim))
-        guard rows > 0, dim > 0, vectorPath else { packed = []; return }
+        // The packed kernels decline (and the BLAS fallback runs) where the CPU has no AVX2.
+        guard rows > 0, dim > 0, vectorPath, ck_uses_avx2() != 0 else {
+            rowMajor = Array(UnsafeBufferPointer(start: query, count: rows * dim))
+            packed = []
+            return
+        }
+        // The vector path never reads the row-major copy (the encoder packs a 196 KB FFN input
+        // per query and layer, so the copy is not free).
+        rowMajor = []
         let count = ck_packed_query_floats(Int32(rows), Int32(dim))
         packed = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
             ck_pack_query(query, Int32(rows), Int32(dim), buffer.baseAddress!)
