@@ -234,6 +234,67 @@ void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const 
     ck_decode_normalized_portable(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out);
 }
 
+/* Inserts v (index c) into the n kept entries, after every entry >= v so that equal scores keep
+   the lower index first; drops the worst when full. Returns the new count. */
+static inline int select_insert(float v, int c, int n, int keep, float *sc, int *id) {
+    int pos = n < keep ? n : keep - 1;
+    while (pos > 0 && sc[pos - 1] < v) {
+        sc[pos] = sc[pos - 1];
+        id[pos] = id[pos - 1];
+        pos--;
+    }
+    sc[pos] = v;
+    id[pos] = c;
+    return n < keep ? n + 1 : n;
+}
+
+int ck_select_top_portable(const float *s, int count, int keep, float *sc, int *id) {
+    if (keep <= 0) return 0;
+    int n = 0;
+    for (int c = 0; c < count; c++) {
+        float v = s[c];
+        if (n == keep && !(v > sc[keep - 1])) continue;
+        n = select_insert(v, c, n, keep, sc, id);
+    }
+    return n;
+}
+
+#ifdef CK_X86
+/* Once the list is full nearly every score is below the cut-off: eight are compared at once
+   and skipped together. */
+__attribute__((target("avx2,fma")))
+static int select_top_avx2(const float *s, int count, int keep, float *sc, int *id) {
+    int n = 0, c = 0;
+    while (c < count && n < keep) { n = select_insert(s[c], c, n, keep, sc, id); c++; }
+    float cutoff = sc[keep - 1];
+    __m256 cut = _mm256_set1_ps(cutoff);
+    for (; c + 8 <= count; c += 8) {
+        int above = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + c), cut, _CMP_GT_OQ));
+        while (above) {
+            int j = __builtin_ctz(above);
+            above &= above - 1;
+            if (s[c + j] > cutoff) {
+                select_insert(s[c + j], c + j, n, keep, sc, id);
+                cutoff = sc[keep - 1];
+            }
+        }
+        cut = _mm256_set1_ps(cutoff);
+    }
+    for (; c < count; c++) {
+        if (s[c] > cutoff) { select_insert(s[c], c, n, keep, sc, id); cutoff = sc[keep - 1]; }
+    }
+    return n;
+}
+#endif
+
+int ck_select_top(const float *s, int count, int keep, float *sc, int *id) {
+    if (keep <= 0) return 0;
+#ifdef CK_X86
+    if (ck_uses_avx2()) return select_top_avx2(s, count, keep, sc, id);
+#endif
+    return ck_select_top_portable(s, count, keep, sc, id);
+}
+
 long ck_packed_query_floats(int rows, int dim) { return (long)((rows + 15) / 16) * 16 * dim; }
 
 #ifdef CK_X86

@@ -132,3 +132,17 @@ extension PackedRows {
         }
     }
 }
+
+/// Bounded top-k selection over a row of scores (a query token's centroid scores).
+public enum TopScores {
+    /// The best `keep` of `count` scores in (score desc, index asc) order, their values into
+    /// `scores` and indices into `ids` (`keep` entries of room each); returns how many. Once
+    /// `keep` are held, a score enters only when above the worst kept one.
+    @inlinable
+    public static func select(_ s: UnsafePointer<Float>, count: Int, keep: Int,
+                              scores: UnsafeMutablePointer<Float>, ids: UnsafeMutablePointer<Int32>) -> Int {
+        guard keep > 0, count > 0 else { return 0 }
+        precondition(count <= Int(Int32.max) && keep <= Int(Int32.max))
+        return Int(ck_select_top(s, Int32(count), Int32(keep), scores, ids))
+    }
+}

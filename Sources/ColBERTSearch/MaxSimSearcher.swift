@@ -322,36 +322,16 @@ public enum MaxSimSearcher {
     }
 
     /// The best `keep` of `count` scores in (score desc, index asc) order; returns how many.
-    /// Most scores fall below the running cut-off, so the loop keeps it in a local and touches
-    /// the arrays only to insert.
     @inline(__always)
     private static func selectTop(_ s: UnsafePointer<Float>, count: Int, keep: Int,
                                   scores: inout [Float], ids: inout [Int32]) -> Int {
         guard keep > 0 else { return 0 }
-        var n = 0
-        var cutoff = -Float.infinity
-        scores.withUnsafeMutableBufferPointer { sb in
+        precondition(scores.count >= keep && ids.count >= keep)
+        return scores.withUnsafeMutableBufferPointer { sb in
             ids.withUnsafeMutableBufferPointer { ib in
-                let sc = sb.baseAddress!, id = ib.baseAddress!
-                for c in 0..<count {
-                    let v = s[c]
-                    if n == keep && !(v > cutoff) { continue }
-                    // Fill a new slot, or overwrite the dropped worst; insert after every entry
-                    // with a score >= v so equal scores keep the lower centroid id first.
-                    var pos = n < keep ? n : keep - 1
-                    while pos > 0 && sc[pos - 1] < v {
-                        sc[pos] = sc[pos - 1]
-                        id[pos] = id[pos - 1]
-                        pos -= 1
-                    }
-                    sc[pos] = v
-                    id[pos] = Int32(c)
-                    if n < keep { n += 1 }
-                    if n == keep { cutoff = sc[keep - 1] }
-                }
+                TopScores.select(s, count: count, keep: keep, scores: sb.baseAddress!, ids: ib.baseAddress!)
             }
         }
-        return n
     }
 
     /// Exact MaxSim of the given documents, top `k` of them in result order.

@@ -175,4 +175,41 @@ import Testing
             }
         }
     }
+
+    /// Top-k selection equals a full sort by (score desc, index asc), with many ties (scores from
+    /// a few distinct values), every count around the 8-wide steps and keep larger than count;
+    /// the portable loop too.
+    @Test func selectTopMatchesSort() {
+        var g = SplitMix64(seed: 99)
+        for count in [0, 1, 5, 8, 9, 16, 33, 100, 1000] {
+            for keep in [1, 3, 8, 33, 200] {
+                for distinct in [3, 1000] {
+                    let s = (0..<count).map { _ in Float(g.next() % UInt64(distinct)) / 7 }
+                    let want = s.indices.sorted { s[$0] > s[$1] || (s[$0] == s[$1] && $0 < $1) }.prefix(keep)
+                    var scores = [Float](repeating: .nan, count: keep), ids = [Int32](repeating: -1, count: keep)
+                    var pScores = scores, pIds = ids
+                    let n = s.withUnsafeBufferPointer { sb in
+                        scores.withUnsafeMutableBufferPointer { o in
+                            ids.withUnsafeMutableBufferPointer { i in
+                                TopScores.select(sb.baseAddress ?? UnsafePointer(o.baseAddress!), count: count, keep: keep,
+                                                 scores: o.baseAddress!, ids: i.baseAddress!)
+                            }
+                        }
+                    }
+                    let pn = s.withUnsafeBufferPointer { sb in
+                        pScores.withUnsafeMutableBufferPointer { o in
+                            pIds.withUnsafeMutableBufferPointer { i in
+                                Int(ck_select_top_portable(sb.baseAddress ?? UnsafePointer(o.baseAddress!), Int32(count), Int32(keep),
+                                                           o.baseAddress!, i.baseAddress!))
+                            }
+                        }
+                    }
+                    #expect(n == want.count && pn == want.count, "count \(count) keep \(keep)")
+                    #expect(Array(ids.prefix(n)) == want.map { Int32($0) }, "count \(count) keep \(keep) distinct \(distinct)")
+                    #expect(Array(pIds.prefix(pn)) == want.map { Int32($0) }, "portable, count \(count) keep \(keep)")
+                    #expect(Array(scores.prefix(n)) == want.map { s[$0] })
+                }
+            }
+        }
+    }
 }

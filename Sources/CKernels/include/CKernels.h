@@ -34,6 +34,12 @@ int ck_scores_packed(const float *packed, int rows, const float *d, int n, int d
 void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
                           const float *centroids, const float *expand, int per, int n, float *out);
 
+/// The best `keep` of `count` scores in (score desc, index asc) order: their values into
+/// `scores_out` and indices into `ids_out` (`keep` entries of room each); returns how many
+/// (min(keep, count)). Once `keep` are held, a score enters only when above the worst kept.
+int ck_select_top(const float *s, int count, int keep, float *scores_out, int *ids_out);
+int ck_select_top_portable(const float *s, int count, int keep, float *scores_out, int *ids_out);
+
 /// A hint to fetch the cache line holding p (for reads), ahead of a scattered access.
 static inline void ck_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
 
