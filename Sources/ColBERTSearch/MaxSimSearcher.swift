@@ -152,8 +152,9 @@ public enum MaxSimSearcher {
 
         // (1) Centroid scores S = Q · Cᵀ.
         let packedQuery = PackedRows(q, rows: nq, dim: dim)
-        var centroidScores = [Float](repeating: 0, count: nq * K)
-        centroidScores.withUnsafeMutableBufferPointer { s in
+        // Every score is written below (no need to zero 1 MB per query first).
+        let centroidScores = [Float](unsafeUninitializedCapacity: nq * K) { s, initialized in
+            initialized = nq * K
             let out = s.baseAddress!
             // Split by centroid rows (16-aligned) when there are enough to share, and only where
             // the split leaves every score as one call computes it (same results for any
