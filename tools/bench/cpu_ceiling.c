@@ -40,37 +40,25 @@ __attribute__((target("avx2,fma"))) static double fmaPerNs(void) {
     return probeIterations * 12 / t / 1e9;
 }
 
-__attribute__((target("avx2"))) static double maddwdPerNs(void) {
+/* One probe per integer multiply-add: `STEP` applied to twelve independent accumulators. */
 #define DECLARE_I(i) __m256i b##i = _mm256_set1_epi32(i + 1);
-    CHAINS(DECLARE_I)
-    __m256i q = _mm256_set1_epi16(3);
-    double t0 = now();
-    for (long n = 0; n < probeIterations; n++) {
-#define STEP_W(i) b##i = _mm256_madd_epi16(b##i, q);
-        CHAINS(STEP_W)
-    }
-    double t = now() - t0;
-    int sink = 0;
 #define SINK_I(i) sink += _mm256_extract_epi32(b##i, 0);
-    CHAINS(SINK_I)
-    if (sink == 12345) puts("");
-    return probeIterations * 12 / t / 1e9;
-}
-
-__attribute__((target("avx2"))) static double maddubswPerNs(void) {
-    CHAINS(DECLARE_I)
-    __m256i q = _mm256_set1_epi8(3);
-    double t0 = now();
-    for (long n = 0; n < probeIterations; n++) {
-#define STEP_U(i) b##i = _mm256_maddubs_epi16(b##i, q);
-        CHAINS(STEP_U)
+#define INTEGER_PROBE(name, multiplier, step)                        \
+    __attribute__((target("avx2"))) static double name(void) {       \
+        CHAINS(DECLARE_I)                                             \
+        __m256i q = multiplier;                                       \
+        double t0 = now();                                            \
+        for (long n = 0; n < probeIterations; n++) { CHAINS(step) }   \
+        double t = now() - t0;                                        \
+        int sink = 0;                                                 \
+        CHAINS(SINK_I)                                                \
+        if (sink == 12345) puts("");                                  \
+        return probeIterations * 12 / t / 1e9;                       \
     }
-    double t = now() - t0;
-    int sink = 0;
-    CHAINS(SINK_I)
-    if (sink == 12345) puts("");
-    return probeIterations * 12 / t / 1e9;
-}
+#define STEP_W(i) b##i = _mm256_madd_epi16(b##i, q);
+#define STEP_U(i) b##i = _mm256_maddubs_epi16(b##i, q);
+INTEGER_PROBE(maddwdPerNs, _mm256_set1_epi16(3), STEP_W)
+INTEGER_PROBE(maddubswPerNs, _mm256_set1_epi8(3), STEP_U)
 
 static void *fmaThread(void *out) {
     *(double *)out = fmaPerNs();
