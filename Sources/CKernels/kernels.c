@@ -35,8 +35,10 @@ static inline uint32_t load_u32le(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-void ck_decode_normalized_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
-                            const float *centroids, const float *expand, int per, int n, float *out) {
+/* Decodes n tokens; with inv_norms NULL each row is normalised in place, else the rows stay
+   c + r and their inverse norms go to inv_norms. */
+static void decode_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
+                            const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
     int dim = bpc * per;
     for (int j = 0; j < n; j++) {
         const unsigned char *b = codes + (long)j * bpc;
@@ -53,8 +55,19 @@ void ck_decode_normalized_portable(const unsigned char *codes, int bpc, const un
         }
         float norm = sqrtf(s0 + s1);
         float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
-        for (int d = 0; d < dim; d++) o[d] *= inv;
+        if (inv_norms) inv_norms[j] = inv;
+        else for (int d = 0; d < dim; d++) o[d] *= inv;
     }
+}
+
+void ck_decode_normalized_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
+                                   const float *centroids, const float *expand, int per, int n, float *out) {
+    decode_portable(codes, bpc, ids, centroids, expand, per, n, out, NULL);
+}
+
+void ck_decode_residuals_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
+                                  const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
+    decode_portable(codes, bpc, ids, centroids, expand, per, n, out, inv_norms);
 }
 
 #ifdef CK_X86
@@ -64,7 +77,7 @@ void ck_decode_normalized_portable(const unsigned char *codes, int bpc, const un
 /// 2-bit and 1-bit codes (4 or 8 dims per byte): eight dims per step from one or two table rows.
 __attribute__((target("avx2,fma")))
 static void decode_avx2(const unsigned char *codes, int bpc, const unsigned char *ids,
-                        const float *centroids, const float *expand, int per, int n, float *out) {
+                        const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
     int dim = bpc * per;
     for (int j = 1; j < CK_DECODE_AHEAD && j < n; j++) {
         const char *row = (const char *)(centroids + (long)load_u32le(ids + 4 * (long)j) * dim);
@@ -105,7 +118,9 @@ static void decode_avx2(const unsigned char *codes, int bpc, const unsigned char
         s = _mm_hadd_ps(s, s);
         s = _mm_hadd_ps(s, s);
         float norm = sqrtf(_mm_cvtss_f32(s));
-        __m256 inv = _mm256_set1_ps(1.0f / (norm > 1e-12f ? norm : 1e-12f));
+        float invf = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+        if (inv_norms) { inv_norms[j] = invf; continue; }
+        __m256 inv = _mm256_set1_ps(invf);
         for (int d = 0; d < dim; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), inv));
     }
 }
@@ -150,7 +165,8 @@ static inline void tile_rows(const float *d, int j, int n, int dim, const float 
 enum { CK_GROUP = 2 };
 
 __attribute__((target("avx2,fma")))
-static void maxsim_packed_avx2(const float *packed, int rows, const float *d, int n, int dim, float *rowmax) {
+static void maxsim_packed_avx2(const float *packed, int rows, const float *d, int n, int dim, const float *scale,
+                               float *rowmax) {
     int blocks = (rows + 15) / 16;
     for (int g = 0; g < blocks; g += CK_GROUP) {
         int gb = blocks - g < CK_GROUP ? blocks - g : CK_GROUP;
@@ -162,6 +178,12 @@ static void maxsim_packed_avx2(const float *packed, int rows, const float *d, in
             tile_rows(d, j, n, dim, tr);
             for (int b = 0; b < gb; b++) {
                 tile16x6(packed + (long)(g + b) * dim * 16, tr, dim, acc);
+                if (scale)
+                    for (int t = 0; t < 6; t++) {
+                        __m256 f = _mm256_set1_ps(scale[j + t < n ? j + t : n - 1]);
+                        acc[2 * t] = _mm256_mul_ps(acc[2 * t], f);
+                        acc[2 * t + 1] = _mm256_mul_ps(acc[2 * t + 1], f);
+                    }
                 __m256 m0 = _mm256_max_ps(_mm256_max_ps(acc[0], acc[2]), _mm256_max_ps(acc[4], acc[6]));
                 __m256 m1 = _mm256_max_ps(_mm256_max_ps(acc[1], acc[3]), _mm256_max_ps(acc[5], acc[7]));
                 m0 = _mm256_max_ps(m0, _mm256_max_ps(acc[8], acc[10]));
@@ -270,16 +292,26 @@ int ck_uses_avx2(void) {
 int ck_uses_avx2(void) { return 0; }
 #endif
 
-void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
-                          const float *centroids, const float *expand, int per, int n, float *out) {
+static void decode(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
+                   const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
     if (n <= 0 || bytes_per_code <= 0) return;
 #ifdef CK_X86
     if (((per == 4 && bytes_per_code % 2 == 0) || per == 8) && ck_uses_avx2()) {
-        decode_avx2(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out);
+        decode_avx2(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out, inv_norms);
         return;
     }
 #endif
-    ck_decode_normalized_portable(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out);
+    decode_portable(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out, inv_norms);
+}
+
+void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
+                          const float *centroids, const float *expand, int per, int n, float *out) {
+    decode(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out, NULL);
+}
+
+void ck_decode_residuals(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
+                         const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
+    decode(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out, inv_norms);
 }
 
 /* Inserts v (index c) into the n kept entries, after every entry >= v so that equal scores keep
@@ -406,10 +438,15 @@ void ck_pack_query(const float *q, int rows, int dim, float *packed) {
 }
 
 int ck_maxsim_packed(const float *packed, int rows, const float *d, int n, int dim, float *rowmax) {
+    return ck_maxsim_packed_scaled(packed, rows, d, n, dim, NULL, rowmax);
+}
+
+int ck_maxsim_packed_scaled(const float *packed, int rows, const float *d, int n, int dim, const float *scale,
+                            float *rowmax) {
     if (rows <= 0 || n <= 0) return 1;
 #ifdef CK_X86
     if (ck_uses_avx2()) {
-        maxsim_packed_avx2(packed, rows, d, n, dim, rowmax);
+        maxsim_packed_avx2(packed, rows, d, n, dim, scale, rowmax);
         return 1;
     }
 #endif

@@ -76,11 +76,19 @@ public enum MaxSimKernel {
     /// nothing when the query has no rows or `count` is 0.
     public static func rowMaxima(_ query: PackedRows, documents: UnsafePointer<Float>, count: Int,
                                  into rowMax: UnsafeMutablePointer<Float>) {
+        rowMaxima(query, documents: documents, count: count, scales: nil, into: rowMax)
+    }
+
+    /// `rowMax[i] = max_j scales[j] · (query_i · documents_j)`: MaxSim over document rows left
+    /// unnormalised (`decodeResiduals`), their inverse norms applied to the dot products.
+    public static func rowMaxima(_ query: PackedRows, documents: UnsafePointer<Float>, count: Int,
+                                 scales: UnsafePointer<Float>?, into rowMax: UnsafeMutablePointer<Float>) {
         let rows = query.rows, dim = query.dim
         guard rows > 0, count > 0, dim > 0 else { return }
         precondition(count <= Int(Int32.max))
         let done = query.packed.withUnsafeBufferPointer { p in
-            p.isEmpty ? false : ck_maxsim_packed(p.baseAddress!, Int32(rows), documents, Int32(count), Int32(dim), rowMax) != 0
+            p.isEmpty ? false : ck_maxsim_packed_scaled(p.baseAddress!, Int32(rows), documents, Int32(count), Int32(dim),
+                                                        scales, rowMax) != 0
         }
         if done { return }
         withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * count) { scores in
@@ -90,6 +98,7 @@ public enum MaxSimKernel {
             }
             for r in 0..<rows {
                 let row = s + r * count
+                if let scales { for j in 0..<count { row[j] *= scales[j] } }
                 var m = row[0]
                 for j in 1..<count where row[j] > m { m = row[j] }
                 rowMax[r] = m
@@ -110,6 +119,20 @@ public enum MaxSimKernel {
         ck_decode_normalized(codes.assumingMemoryBound(to: UInt8.self), Int32(bytesPerCode),
                              centroidIds.assumingMemoryBound(to: UInt8.self), centroids, expansion,
                              Int32(dimsPerByte), Int32(count), out)
+    }
+
+    /// `decodeNormalized` without its second pass over the rows: `out` gets centroid + residual
+    /// and `inverseNorms` (`count` floats) each row's 1 / norm, for `rowMaxima(..., scales:)`.
+    @inlinable
+    public static func decodeResiduals(codes: UnsafeRawPointer, bytesPerCode: Int, centroidIds: UnsafeRawPointer,
+                                       centroids: UnsafePointer<Float>, expansion: UnsafePointer<Float>,
+                                       dimsPerByte: Int, count: Int, into out: UnsafeMutablePointer<Float>,
+                                       inverseNorms: UnsafeMutablePointer<Float>) {
+        guard count > 0 else { return }
+        precondition(count <= Int(Int32.max) && bytesPerCode <= Int(Int32.max) && (1...8).contains(dimsPerByte))
+        ck_decode_residuals(codes.assumingMemoryBound(to: UInt8.self), Int32(bytesPerCode),
+                            centroidIds.assumingMemoryBound(to: UInt8.self), centroids, expansion,
+                            Int32(dimsPerByte), Int32(count), out, inverseNorms)
     }
 }
 

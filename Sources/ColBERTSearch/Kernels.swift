@@ -166,13 +166,14 @@ enum LookupTables {
     }
 }
 
-/// Exact MaxSim of a (stacked) query matrix against one document: decompresses and normalises
-/// the document's tokens into scratch, then per query row the best dot product over them
-/// (`MaxSimKernel`).
+/// Exact MaxSim of a (stacked) query matrix against one document: decompresses the document's
+/// tokens into scratch, then per query row the best dot product over them, each divided by its
+/// token's norm (`MaxSimKernel`): the cosine with the normalised decompressed token.
 final class ExactScorer {
     let dim: Int
     let codec: ResidualCodec
     private var docVectors: [Float] = []
+    private var inverseNorms: [Float] = []
     /// `ResidualCodec.expansionTable()`, built once per scorer.
     private let expand: [Float]
 
@@ -191,14 +192,19 @@ final class ExactScorer {
         precondition(document.bytesPerCode * codec.dimsPerByte == dim, "document codes do not match the codec")
         precondition(query.dim == dim, "query rows have \(query.dim) dims, the index \(dim)")
         if docVectors.count < n * dim { docVectors = [Float](repeating: 0, count: n * dim) }
+        if inverseNorms.count < n { inverseNorms = [Float](repeating: 0, count: n) }
+        // The rows stay unnormalised and the kernel scales each row's dot products instead: one
+        // pass less over the decoded vectors.
         expand.withUnsafeBufferPointer { eb in
             docVectors.withUnsafeMutableBufferPointer { dv in
-                let d = dv.baseAddress!
-                MaxSimKernel.decodeNormalized(codes: document.codes, bytesPerCode: document.bytesPerCode,
-                                              centroidIds: document.centroidIds, centroids: centroids,
-                                              expansion: eb.baseAddress!, dimsPerByte: codec.dimsPerByte,
-                                              count: n, into: d)
-                MaxSimKernel.rowMaxima(query, documents: d, count: n, into: rowMax)
+                inverseNorms.withUnsafeMutableBufferPointer { nb in
+                    let d = dv.baseAddress!
+                    MaxSimKernel.decodeResiduals(codes: document.codes, bytesPerCode: document.bytesPerCode,
+                                                 centroidIds: document.centroidIds, centroids: centroids,
+                                                 expansion: eb.baseAddress!, dimsPerByte: codec.dimsPerByte,
+                                                 count: n, into: d, inverseNorms: nb.baseAddress!)
+                    MaxSimKernel.rowMaxima(query, documents: d, count: n, scales: nb.baseAddress!, into: rowMax)
+                }
             }
         }
         return true

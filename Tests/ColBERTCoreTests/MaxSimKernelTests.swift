@@ -212,4 +212,94 @@ import Testing
             }
         }
     }
+
+    /// MaxSim over rows left unnormalised, with their inverse norms applied to the dot products,
+    /// equals MaxSim over the normalised rows: vector path, BLAS path and portable decoding.
+    @Test(arguments: [1, 2, 4])
+    func scaledMaxSimOverResidualsMatchesNormalised(nbits: Int) throws {
+        let dim = 64, n = 23, K = 7
+        let codec = try ResidualCodec.train(dim: dim, nbits: nbits, residuals: random(300 * dim, seed: 4).map { $0 * 0.3 })
+        let centroids = random(K * dim, seed: 6), vectors = random(n * dim, seed: 8)
+        let bpc = codec.bytesPerVector
+        var codes = [UInt8](repeating: 0, count: n * bpc)
+        var ids = [UInt8](repeating: 0, count: 4 * n)
+        for j in 0..<n {
+            let c = UInt32((j * 5) % K)
+            withUnsafeBytes(of: c.littleEndian) { for b in 0..<4 { ids[4 * j + b] = $0[b] } }
+            vectors.withUnsafeBufferPointer { v in
+                centroids.withUnsafeBufferPointer { cb in
+                    codes.withUnsafeMutableBufferPointer { out in
+                        codec.encode(vector: v.baseAddress! + j * dim, centroid: cb.baseAddress! + Int(c) * dim,
+                                     into: out.baseAddress! + j * bpc)
+                    }
+                }
+            }
+        }
+        let table = codec.expansionTable()
+        var normalised = [Float](repeating: .nan, count: n * dim)
+        var plain = [Float](repeating: .nan, count: n * dim), inverse = [Float](repeating: .nan, count: n)
+        var plainPortable = plain, inversePortable = inverse
+        codes.withUnsafeBytes { cb in
+            ids.withUnsafeBytes { ib in
+                centroids.withUnsafeBufferPointer { cent in
+                    table.withUnsafeBufferPointer { tb in
+                        normalised.withUnsafeMutableBufferPointer { o in
+                            MaxSimKernel.decodeNormalized(codes: cb.baseAddress!, bytesPerCode: bpc, centroidIds: ib.baseAddress!,
+                                                          centroids: cent.baseAddress!, expansion: tb.baseAddress!,
+                                                          dimsPerByte: codec.dimsPerByte, count: n, into: o.baseAddress!)
+                        }
+                        plain.withUnsafeMutableBufferPointer { o in
+                            inverse.withUnsafeMutableBufferPointer { inv in
+                                MaxSimKernel.decodeResiduals(codes: cb.baseAddress!, bytesPerCode: bpc, centroidIds: ib.baseAddress!,
+                                                             centroids: cent.baseAddress!, expansion: tb.baseAddress!,
+                                                             dimsPerByte: codec.dimsPerByte, count: n, into: o.baseAddress!,
+                                                             inverseNorms: inv.baseAddress!)
+                            }
+                        }
+                        plainPortable.withUnsafeMutableBufferPointer { o in
+                            inversePortable.withUnsafeMutableBufferPointer { inv in
+                                ck_decode_residuals_portable(cb.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(bpc),
+                                                             ib.baseAddress!.assumingMemoryBound(to: UInt8.self), cent.baseAddress!,
+                                                             tb.baseAddress!, Int32(codec.dimsPerByte), Int32(n), o.baseAddress!,
+                                                             inv.baseAddress!)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for j in 0..<n {
+            #expect(abs(inverse[j] - inversePortable[j]) < 1e-6 * inverse[j])
+            for d in 0..<dim {
+                #expect(abs(plain[j * dim + d] * inverse[j] - normalised[j * dim + d]) < 1e-6, "token \(j) dim \(d)")
+                #expect(abs(plainPortable[j * dim + d] - plain[j * dim + d]) < 1e-6)
+            }
+        }
+        for rows in [1, 5, 16, 33] {
+            let q = random(rows * dim, seed: UInt64(rows))
+            var want = [Float](repeating: .nan, count: rows)
+            var scaled = want, scaledBLAS = want
+            q.withUnsafeBufferPointer { qb in
+                let packed = PackedRows(qb.baseAddress!, rows: rows, dim: dim)
+                let unpacked = PackedRows(qb.baseAddress!, rows: rows, dim: dim, vectorPath: false)
+                normalised.withUnsafeBufferPointer { nb in
+                    want.withUnsafeMutableBufferPointer { MaxSimKernel.rowMaxima(packed, documents: nb.baseAddress!, count: n, into: $0.baseAddress!) }
+                }
+                plain.withUnsafeBufferPointer { pb in
+                    inverse.withUnsafeBufferPointer { ib in
+                        scaled.withUnsafeMutableBufferPointer {
+                            MaxSimKernel.rowMaxima(packed, documents: pb.baseAddress!, count: n, scales: ib.baseAddress!, into: $0.baseAddress!)
+                        }
+                        scaledBLAS.withUnsafeMutableBufferPointer {
+                            MaxSimKernel.rowMaxima(unpacked, documents: pb.baseAddress!, count: n, scales: ib.baseAddress!, into: $0.baseAddress!)
+                        }
+                    }
+                }
+            }
+            for i in 0..<rows {
+                #expect(abs(scaled[i] - want[i]) < 1e-5, "rows \(rows) row \(i): \(scaled[i]) vs \(want[i])")
+                #expect(abs(scaledBLAS[i] - want[i]) < 1e-5, "BLAS, rows \(rows) row \(i)")
+            }
+        }
+    }
 }

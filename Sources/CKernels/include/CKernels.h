@@ -21,6 +21,10 @@ void ck_pack_query(const float *q, int rows, int dim, float *packed);
 /// when there is no vector path on this CPU: the caller then uses a GEMM, which beats a portable
 /// loop (`ck_maxsim_rows_portable`) wherever BLAS has vector kernels.
 int ck_maxsim_packed(const float *packed, int rows, const float *d, int n, int dim, float *rowmax);
+/// `ck_maxsim_packed` with each document row's dot products multiplied by scale[j] first (the
+/// inverse norms of rows `ck_decode_residuals` left unnormalised).
+int ck_maxsim_packed_scaled(const float *packed, int rows, const float *d, int n, int dim, const float *scale,
+                            float *rowmax);
 
 /// out[i * ldo + j] = dot(q_i, d + j*dim) (added to out when accumulate is not 0) for i in
 /// [0, rows), j in [0, n): a GEMM against few rows packed once, without BLAS's per-call packing
@@ -33,6 +37,10 @@ int ck_scores_packed(const float *packed, int rows, const float *d, int n, int d
 /// Codes are `bytes_per_code` bytes each, contiguous; dim = bytes_per_code * per.
 void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
                           const float *centroids, const float *expand, int per, int n, float *out);
+/// `ck_decode_normalized` without the normalisation pass: rows are centroid + residual, and
+/// inv_norms[j] = 1 / norm of row j, for a caller that scales dot products instead of vectors.
+void ck_decode_residuals(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
+                         const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms);
 
 /// The best `keep` of `count` scores in (score desc, index asc) order: their values into
 /// `scores_out` and indices into `ids_out` (`keep` entries of room each); returns how many
@@ -65,6 +73,8 @@ void ck_softmax_rows(float *s, int rows, int cols, const float *key_mask);
 void ck_maxsim_rows_portable(const float *q, int rows, const float *d, int n, int dim, float *rowmax);
 void ck_decode_normalized_portable(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
                                    const float *centroids, const float *expand, int per, int n, float *out);
+void ck_decode_residuals_portable(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
+                                  const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms);
 void ck_gelu_portable(float *x, long count);
 void ck_softmax_rows_portable(float *s, int rows, int cols, const float *key_mask);
 
