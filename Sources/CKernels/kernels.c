@@ -35,8 +35,7 @@ static inline uint32_t load_u32le(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* Decodes n tokens; with inv_norms NULL each row is normalised in place, else the rows stay
-   c + r and their inverse norms go to inv_norms. */
+/* Decodes n tokens: rows c + r, and their inverse norms into inv_norms. */
 static void decode_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
                             const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
     int dim = bpc * per;
@@ -55,14 +54,8 @@ static void decode_portable(const unsigned char *codes, int bpc, const unsigned 
         }
         float norm = sqrtf(s0 + s1);
         float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
-        if (inv_norms) inv_norms[j] = inv;
-        else for (int d = 0; d < dim; d++) o[d] *= inv;
+        inv_norms[j] = inv;
     }
-}
-
-void ck_decode_normalized_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
-                                   const float *centroids, const float *expand, int per, int n, float *out) {
-    decode_portable(codes, bpc, ids, centroids, expand, per, n, out, NULL);
 }
 
 void ck_decode_residuals_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
@@ -118,10 +111,7 @@ static void decode_avx2(const unsigned char *codes, int bpc, const unsigned char
         s = _mm_hadd_ps(s, s);
         s = _mm_hadd_ps(s, s);
         float norm = sqrtf(_mm_cvtss_f32(s));
-        float invf = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
-        if (inv_norms) { inv_norms[j] = invf; continue; }
-        __m256 inv = _mm256_set1_ps(invf);
-        for (int d = 0; d < dim; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), inv));
+        inv_norms[j] = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
     }
 }
 
@@ -292,8 +282,8 @@ int ck_uses_avx2(void) {
 int ck_uses_avx2(void) { return 0; }
 #endif
 
-static void decode(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
-                   const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
+void ck_decode_residuals(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
+                         const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
     if (n <= 0 || bytes_per_code <= 0) return;
 #ifdef CK_X86
     if (((per == 4 && bytes_per_code % 2 == 0) || per == 8) && ck_uses_avx2()) {
@@ -304,15 +294,6 @@ static void decode(const unsigned char *codes, int bytes_per_code, const unsigne
     decode_portable(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out, inv_norms);
 }
 
-void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
-                          const float *centroids, const float *expand, int per, int n, float *out) {
-    decode(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out, NULL);
-}
-
-void ck_decode_residuals(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
-                         const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
-    decode(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out, inv_norms);
-}
 
 /* Inserts v (index c) into the n kept entries, after every entry >= v so that equal scores keep
    the lower index first; drops the worst when full. Returns the new count. */

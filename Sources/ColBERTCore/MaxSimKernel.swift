@@ -79,8 +79,8 @@ public enum MaxSimKernel {
         rowMaxima(query, documents: documents, count: count, scales: nil, into: rowMax)
     }
 
-    /// `rowMax[i] = max_j scales[j] · (query_i · documents_j)`: MaxSim over document rows left
-    /// unnormalised (`decodeResiduals`), their inverse norms applied to the dot products.
+    /// `rowMax[i] = max_j scales[j] · (query_i · documents_j)`: MaxSim over rows from
+    /// `decodeResiduals`, their inverse norms applied to the dot products.
     public static func rowMaxima(_ query: PackedRows, documents: UnsafePointer<Float>, count: Int,
                                  scales: UnsafePointer<Float>?, into rowMax: UnsafeMutablePointer<Float>) {
         let rows = query.rows, dim = query.dim
@@ -106,23 +106,12 @@ public enum MaxSimKernel {
         }
     }
 
-    /// Decompresses and L2-normalises `count` tokens into `out` (`count × dim` floats): row j is
-    /// `normalise(centroids[centroidIds[j]] + residual(codes[j]))`, the residual of code byte b
-    /// being `expansion[b * dimsPerByte ..< (b + 1) * dimsPerByte]`. `centroidIds` holds
-    /// `count` little-endian UInt32 (any alignment), `codes` `count × bytesPerCode` bytes.
-    @inlinable
-    public static func decodeNormalized(codes: UnsafeRawPointer, bytesPerCode: Int, centroidIds: UnsafeRawPointer,
-                                        centroids: UnsafePointer<Float>, expansion: UnsafePointer<Float>,
-                                        dimsPerByte: Int, count: Int, into out: UnsafeMutablePointer<Float>) {
-        guard count > 0 else { return }
-        precondition(count <= Int(Int32.max) && bytesPerCode <= Int(Int32.max) && (1...8).contains(dimsPerByte))
-        ck_decode_normalized(codes.assumingMemoryBound(to: UInt8.self), Int32(bytesPerCode),
-                             centroidIds.assumingMemoryBound(to: UInt8.self), centroids, expansion,
-                             Int32(dimsPerByte), Int32(count), out)
-    }
-
-    /// `decodeNormalized` without its second pass over the rows: `out` gets centroid + residual
-    /// and `inverseNorms` (`count` floats) each row's 1 / norm, for `rowMaxima(..., scales:)`.
+    /// Decompresses `count` tokens into `out` (`count × dim` floats): row j is
+    /// `centroids[centroidIds[j]] + residual(codes[j])`, the residual of code byte b being
+    /// `expansion[b * dimsPerByte ..< (b + 1) * dimsPerByte]`, and `inverseNorms[j]` is 1 / the
+    /// row's norm: `rowMaxima(..., scales: inverseNorms)` then scores the normalised tokens.
+    /// `centroidIds` holds `count` little-endian UInt32 (any alignment), `codes` `count ×
+    /// bytesPerCode` bytes.
     @inlinable
     public static func decodeResiduals(codes: UnsafeRawPointer, bytesPerCode: Int, centroidIds: UnsafeRawPointer,
                                        centroids: UnsafePointer<Float>, expansion: UnsafePointer<Float>,

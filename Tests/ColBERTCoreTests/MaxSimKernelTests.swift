@@ -113,69 +113,6 @@ import Testing
         }
     }
 
-    /// The table-driven decoder gives what `ResidualCodec.decode(normalize: true)` gives, for
-    /// every code width, with centroid ids read unaligned; the portable loop too.
-    @Test(arguments: [1, 2, 4])
-    func decodeNormalizedMatchesCodec(nbits: Int) throws {
-        let dim = 32, n = 9, K = 5
-        let residuals = random(400 * dim, seed: 3).map { $0 * 0.3 }
-        let codec = try ResidualCodec.train(dim: dim, nbits: nbits, residuals: residuals)
-        let centroids = random(K * dim, seed: 5)
-        let vectors = random(n * dim, seed: 9)
-        let bpc = codec.bytesPerVector
-        var codes = [UInt8](repeating: 0, count: n * bpc)
-        // One byte of padding in front, so the ids are not 4-byte aligned.
-        var ids = [UInt8](repeating: 0, count: 1 + 4 * n)
-        for j in 0..<n {
-            let c = UInt32((j * 3) % K)
-            withUnsafeBytes(of: c.littleEndian) { for b in 0..<4 { ids[1 + 4 * j + b] = $0[b] } }
-            vectors.withUnsafeBufferPointer { v in
-                centroids.withUnsafeBufferPointer { cb in
-                    codes.withUnsafeMutableBufferPointer { out in
-                        codec.encode(vector: v.baseAddress! + j * dim, centroid: cb.baseAddress! + Int(c) * dim,
-                                     into: out.baseAddress! + j * bpc)
-                    }
-                }
-            }
-        }
-        let table = codec.expansionTable()
-        var got = [Float](repeating: .nan, count: n * dim)
-        var portable = [Float](repeating: .nan, count: n * dim)
-        codes.withUnsafeBytes { cb in
-            ids.withUnsafeBytes { ib in
-                centroids.withUnsafeBufferPointer { cent in
-                    table.withUnsafeBufferPointer { tb in
-                        got.withUnsafeMutableBufferPointer { gb in
-                            MaxSimKernel.decodeNormalized(codes: cb.baseAddress!, bytesPerCode: bpc,
-                                                          centroidIds: ib.baseAddress! + 1, centroids: cent.baseAddress!,
-                                                          expansion: tb.baseAddress!, dimsPerByte: codec.dimsPerByte,
-                                                          count: n, into: gb.baseAddress!)
-                        }
-                        portable.withUnsafeMutableBufferPointer { pb in
-                            ck_decode_normalized_portable(cb.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(bpc),
-                                                          ib.baseAddress!.assumingMemoryBound(to: UInt8.self) + 1,
-                                                          cent.baseAddress!, tb.baseAddress!, Int32(codec.dimsPerByte),
-                                                          Int32(n), pb.baseAddress!)
-                        }
-                    }
-                }
-            }
-        }
-        var want = [Float](repeating: 0, count: dim)
-        for j in 0..<n {
-            let c = (j * 3) % K
-            codes.withUnsafeBytes { cb in
-                centroids.withUnsafeBufferPointer { cent in
-                    codec.decode(codes: cb.baseAddress! + j * bpc, centroid: cent.baseAddress! + c * dim, into: &want, normalize: true)
-                }
-            }
-            for d in 0..<dim {
-                #expect(abs(got[j * dim + d] - want[d]) < 1e-6, "token \(j) dim \(d)")
-                #expect(abs(portable[j * dim + d] - want[d]) < 1e-6, "portable, token \(j) dim \(d)")
-            }
-        }
-    }
-
     /// Top-k selection equals a full sort by (score desc, index asc), with many ties (scores from
     /// a few distinct values), every count around the 8-wide steps and keep larger than count;
     /// the portable loop too.
@@ -213,19 +150,74 @@ import Testing
         }
     }
 
-    /// MaxSim over rows left unnormalised, with their inverse norms applied to the dot products,
-    /// equals MaxSim over the normalised rows: vector path, BLAS path and portable decoding.
-    @Test(arguments: [1, 2, 4])
-    func scaledMaxSimOverResidualsMatchesNormalised(nbits: Int) throws {
-        let dim = 64, n = 23, K = 7
-        let codec = try ResidualCodec.train(dim: dim, nbits: nbits, residuals: random(300 * dim, seed: 4).map { $0 * 0.3 })
-        let centroids = random(K * dim, seed: 6), vectors = random(n * dim, seed: 8)
+    /// `n` random vectors encoded against `K` random centroids (token j on centroid (3j) % K),
+    /// with one byte of padding in front of the centroid ids so that they are not 4-byte aligned.
+    struct EncodedTokens {
+        let codec: ResidualCodec
+        let centroids: [Float]
+        let codes: [UInt8]
+        let paddedIds: [UInt8]
+        let n: Int
+
+        func centroid(of j: Int) -> Int { (j * 3) % (centroids.count / codec.dim) }
+
+        /// `ResidualCodec.decode(normalize: true)` of every token, row-major.
+        func normalisedByCodec() -> [Float] {
+            let dim = codec.dim
+            var out = [Float](repeating: 0, count: n * dim), row = [Float](repeating: 0, count: dim)
+            for j in 0..<n {
+                codes.withUnsafeBytes { cb in
+                    centroids.withUnsafeBufferPointer { cent in
+                        codec.decode(codes: cb.baseAddress! + j * codec.bytesPerVector, centroid: cent.baseAddress! + centroid(of: j) * dim,
+                                     into: &row, normalize: true)
+                    }
+                }
+                for d in 0..<dim { out[j * dim + d] = row[d] }
+            }
+            return out
+        }
+
+        /// The rows and inverse norms of `MaxSimKernel.decodeResiduals`, or of the portable loop.
+        func decodeResiduals(portable: Bool) -> (rows: [Float], inverseNorms: [Float]) {
+            let dim = codec.dim, bpc = codec.bytesPerVector, per = codec.dimsPerByte
+            var rows = [Float](repeating: .nan, count: n * dim), inverse = [Float](repeating: .nan, count: n)
+            let table = codec.expansionTable()
+            codes.withUnsafeBytes { cb in
+                paddedIds.withUnsafeBytes { ib in
+                    centroids.withUnsafeBufferPointer { cent in
+                        table.withUnsafeBufferPointer { tb in
+                            rows.withUnsafeMutableBufferPointer { o in
+                                inverse.withUnsafeMutableBufferPointer { inv in
+                                    if portable {
+                                        ck_decode_residuals_portable(cb.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(bpc),
+                                                                     ib.baseAddress!.assumingMemoryBound(to: UInt8.self) + 1,
+                                                                     cent.baseAddress!, tb.baseAddress!, Int32(per), Int32(n),
+                                                                     o.baseAddress!, inv.baseAddress!)
+                                    } else {
+                                        MaxSimKernel.decodeResiduals(codes: cb.baseAddress!, bytesPerCode: bpc, centroidIds: ib.baseAddress! + 1,
+                                                                     centroids: cent.baseAddress!, expansion: tb.baseAddress!,
+                                                                     dimsPerByte: per, count: n, into: o.baseAddress!,
+                                                                     inverseNorms: inv.baseAddress!)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            return (rows, inverse)
+        }
+    }
+
+    func encodedTokens(dim: Int, n: Int, K: Int, nbits: Int) throws -> EncodedTokens {
+        let codec = try ResidualCodec.train(dim: dim, nbits: nbits, residuals: random(400 * dim, seed: 3).map { $0 * 0.3 })
+        let centroids = random(K * dim, seed: 5), vectors = random(n * dim, seed: 9)
         let bpc = codec.bytesPerVector
         var codes = [UInt8](repeating: 0, count: n * bpc)
-        var ids = [UInt8](repeating: 0, count: 4 * n)
+        var ids = [UInt8](repeating: 0, count: 1 + 4 * n)
         for j in 0..<n {
-            let c = UInt32((j * 5) % K)
-            withUnsafeBytes(of: c.littleEndian) { for b in 0..<4 { ids[4 * j + b] = $0[b] } }
+            let c = UInt32((j * 3) % K)
+            withUnsafeBytes(of: c.littleEndian) { for b in 0..<4 { ids[1 + 4 * j + b] = $0[b] } }
             vectors.withUnsafeBufferPointer { v in
                 centroids.withUnsafeBufferPointer { cb in
                     codes.withUnsafeMutableBufferPointer { out in
@@ -235,70 +227,59 @@ import Testing
                 }
             }
         }
-        let table = codec.expansionTable()
-        var normalised = [Float](repeating: .nan, count: n * dim)
-        var plain = [Float](repeating: .nan, count: n * dim), inverse = [Float](repeating: .nan, count: n)
-        var plainPortable = plain, inversePortable = inverse
-        codes.withUnsafeBytes { cb in
-            ids.withUnsafeBytes { ib in
-                centroids.withUnsafeBufferPointer { cent in
-                    table.withUnsafeBufferPointer { tb in
-                        normalised.withUnsafeMutableBufferPointer { o in
-                            MaxSimKernel.decodeNormalized(codes: cb.baseAddress!, bytesPerCode: bpc, centroidIds: ib.baseAddress!,
-                                                          centroids: cent.baseAddress!, expansion: tb.baseAddress!,
-                                                          dimsPerByte: codec.dimsPerByte, count: n, into: o.baseAddress!)
-                        }
-                        plain.withUnsafeMutableBufferPointer { o in
-                            inverse.withUnsafeMutableBufferPointer { inv in
-                                MaxSimKernel.decodeResiduals(codes: cb.baseAddress!, bytesPerCode: bpc, centroidIds: ib.baseAddress!,
-                                                             centroids: cent.baseAddress!, expansion: tb.baseAddress!,
-                                                             dimsPerByte: codec.dimsPerByte, count: n, into: o.baseAddress!,
-                                                             inverseNorms: inv.baseAddress!)
-                            }
-                        }
-                        plainPortable.withUnsafeMutableBufferPointer { o in
-                            inversePortable.withUnsafeMutableBufferPointer { inv in
-                                ck_decode_residuals_portable(cb.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(bpc),
-                                                             ib.baseAddress!.assumingMemoryBound(to: UInt8.self), cent.baseAddress!,
-                                                             tb.baseAddress!, Int32(codec.dimsPerByte), Int32(n), o.baseAddress!,
-                                                             inv.baseAddress!)
-                            }
-                        }
-                    }
+        return EncodedTokens(codec: codec, centroids: centroids, codes: codes, paddedIds: ids, n: n)
+    }
+
+    /// The table-driven decoder's rows times their inverse norms give what
+    /// `ResidualCodec.decode(normalize: true)` gives, for every code width, with centroid ids read
+    /// unaligned; the portable loop too.
+    @Test(arguments: [1, 2, 4])
+    func decodeResidualsMatchCodec(nbits: Int) throws {
+        let dim = 32
+        let t = try encodedTokens(dim: dim, n: 9, K: 5, nbits: nbits)
+        let want = t.normalisedByCodec()
+        for portable in [false, true] {
+            let (rows, inverse) = t.decodeResiduals(portable: portable)
+            for j in 0..<t.n {
+                for d in 0..<dim {
+                    #expect(abs(rows[j * dim + d] * inverse[j] - want[j * dim + d]) < 1e-6, "portable \(portable), token \(j) dim \(d)")
                 }
             }
         }
-        for j in 0..<n {
-            #expect(abs(inverse[j] - inversePortable[j]) < 1e-6 * inverse[j])
-            for d in 0..<dim {
-                #expect(abs(plain[j * dim + d] * inverse[j] - normalised[j * dim + d]) < 1e-6, "token \(j) dim \(d)")
-                #expect(abs(plainPortable[j * dim + d] - plain[j * dim + d]) < 1e-6)
-            }
-        }
-        for rows in [1, 5, 16, 33] {
-            let q = random(rows * dim, seed: UInt64(rows))
-            var want = [Float](repeating: .nan, count: rows)
+    }
+
+    /// MaxSim over decoded rows with their inverse norms applied to the dot products equals MaxSim
+    /// over the codec's normalised vectors, on the vector path and the BLAS path.
+    @Test(arguments: [1, 2, 4])
+    func scaledMaxSimMatchesNormalised(nbits: Int) throws {
+        let dim = 64
+        let t = try encodedTokens(dim: dim, n: 23, K: 7, nbits: nbits)
+        let normalised = t.normalisedByCodec()
+        let (rows, inverse) = t.decodeResiduals(portable: false)
+        for queryRows in [1, 5, 16, 33] {
+            let q = random(queryRows * dim, seed: UInt64(queryRows))
+            var want = [Float](repeating: .nan, count: queryRows)
             var scaled = want, scaledBLAS = want
             q.withUnsafeBufferPointer { qb in
-                let packed = PackedRows(qb.baseAddress!, rows: rows, dim: dim)
-                let unpacked = PackedRows(qb.baseAddress!, rows: rows, dim: dim, vectorPath: false)
+                let packed = PackedRows(qb.baseAddress!, rows: queryRows, dim: dim)
+                let unpacked = PackedRows(qb.baseAddress!, rows: queryRows, dim: dim, vectorPath: false)
                 normalised.withUnsafeBufferPointer { nb in
-                    want.withUnsafeMutableBufferPointer { MaxSimKernel.rowMaxima(packed, documents: nb.baseAddress!, count: n, into: $0.baseAddress!) }
+                    want.withUnsafeMutableBufferPointer { MaxSimKernel.rowMaxima(unpacked, documents: nb.baseAddress!, count: t.n, into: $0.baseAddress!) }
                 }
-                plain.withUnsafeBufferPointer { pb in
+                rows.withUnsafeBufferPointer { rb in
                     inverse.withUnsafeBufferPointer { ib in
                         scaled.withUnsafeMutableBufferPointer {
-                            MaxSimKernel.rowMaxima(packed, documents: pb.baseAddress!, count: n, scales: ib.baseAddress!, into: $0.baseAddress!)
+                            MaxSimKernel.rowMaxima(packed, documents: rb.baseAddress!, count: t.n, scales: ib.baseAddress!, into: $0.baseAddress!)
                         }
                         scaledBLAS.withUnsafeMutableBufferPointer {
-                            MaxSimKernel.rowMaxima(unpacked, documents: pb.baseAddress!, count: n, scales: ib.baseAddress!, into: $0.baseAddress!)
+                            MaxSimKernel.rowMaxima(unpacked, documents: rb.baseAddress!, count: t.n, scales: ib.baseAddress!, into: $0.baseAddress!)
                         }
                     }
                 }
             }
-            for i in 0..<rows {
-                #expect(abs(scaled[i] - want[i]) < 1e-5, "rows \(rows) row \(i): \(scaled[i]) vs \(want[i])")
-                #expect(abs(scaledBLAS[i] - want[i]) < 1e-5, "BLAS, rows \(rows) row \(i)")
+            for i in 0..<queryRows {
+                #expect(abs(scaled[i] - want[i]) < 1e-5, "rows \(queryRows) row \(i): \(scaled[i]) vs \(want[i])")
+                #expect(abs(scaledBLAS[i] - want[i]) < 1e-5, "BLAS, rows \(queryRows) row \(i)")
             }
         }
     }

@@ -22,7 +22,7 @@ void ck_pack_query(const float *q, int rows, int dim, float *packed);
 /// loop (`ck_maxsim_rows_portable`) wherever BLAS has vector kernels.
 int ck_maxsim_packed(const float *packed, int rows, const float *d, int n, int dim, float *rowmax);
 /// `ck_maxsim_packed` with each document row's dot products multiplied by scale[j] first (the
-/// inverse norms of rows `ck_decode_residuals` left unnormalised).
+/// inverse norms from `ck_decode_residuals`).
 int ck_maxsim_packed_scaled(const float *packed, int rows, const float *d, int n, int dim, const float *scale,
                             float *rowmax);
 
@@ -31,14 +31,11 @@ int ck_maxsim_packed_scaled(const float *packed, int rows, const float *d, int n
 /// of the (large) d. Returns 0, writing nothing, when there is no vector path on this CPU.
 int ck_scores_packed(const float *packed, int rows, const float *d, int n, int dim, float *out, long ldo, int accumulate);
 
-/// Decompresses and L2-normalises n tokens: out row j = normalise(centroid + residual), where
-/// the centroid is row centroid_ids[j] of `centroids` (n little-endian u32, any alignment) and
-/// the residual of code byte b is `expand[b * per ..< (b + 1) * per]` (per = dims per byte).
-/// Codes are `bytes_per_code` bytes each, contiguous; dim = bytes_per_code * per.
-void ck_decode_normalized(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
-                          const float *centroids, const float *expand, int per, int n, float *out);
-/// `ck_decode_normalized` without the normalisation pass: rows are centroid + residual, and
-/// inv_norms[j] = 1 / norm of row j, for a caller that scales dot products instead of vectors.
+/// Decompresses n tokens: out row j = centroid + residual, where the centroid is row
+/// centroid_ids[j] of `centroids` (n little-endian u32, any alignment) and the residual of code
+/// byte b is `expand[b * per ..< (b + 1) * per]` (per = dims per byte); inv_norms[j] = 1 / the
+/// row's norm, for a caller that scales dot products instead of normalising vectors. Codes are
+/// `bytes_per_code` bytes each, contiguous; dim = bytes_per_code * per.
 void ck_decode_residuals(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
                          const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms);
 
@@ -71,8 +68,6 @@ void ck_softmax_rows(float *s, int rows, int cols, const float *key_mask);
 
 /// The portable loops behind each kernel, callable directly (tests compare the two paths).
 void ck_maxsim_rows_portable(const float *q, int rows, const float *d, int n, int dim, float *rowmax);
-void ck_decode_normalized_portable(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
-                                   const float *centroids, const float *expand, int per, int n, float *out);
 void ck_decode_residuals_portable(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
                                   const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms);
 void ck_gelu_portable(float *x, long count);
