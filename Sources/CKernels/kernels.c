@@ -35,9 +35,8 @@ static inline uint32_t load_u32le(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* Decodes n tokens: rows c + r, and their inverse norms into inv_norms. */
-static void decode_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
-                            const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
+void ck_decode_residuals_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
+                                  const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
     int dim = bpc * per;
     for (int j = 0; j < n; j++) {
         const unsigned char *b = codes + (long)j * bpc;
@@ -56,11 +55,6 @@ static void decode_portable(const unsigned char *codes, int bpc, const unsigned 
         float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
         inv_norms[j] = inv;
     }
-}
-
-void ck_decode_residuals_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
-                                  const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
-    decode_portable(codes, bpc, ids, centroids, expand, per, n, out, inv_norms);
 }
 
 #ifdef CK_X86
@@ -187,26 +181,25 @@ static void maxsim_packed_avx2(const float *packed, int rows, const float *d, in
     }
 }
 
-/* acc[0], acc[2], ..., acc[10]: six columns of 8 rows each. rows[r] = row r's six values, then
-   two zeros. */
+/* out[r] = lane r of every in[c], i.e. the 8 x 8 block transposed. */
 __attribute__((target("avx2,fma"), always_inline))
-static inline void transpose8x6(const __m256 *acc, __m256 *rows) {
-    const __m256 z = _mm256_setzero_ps();
-    __m256 t0 = _mm256_unpacklo_ps(acc[0], acc[2]), t1 = _mm256_unpackhi_ps(acc[0], acc[2]);
-    __m256 t2 = _mm256_unpacklo_ps(acc[4], acc[6]), t3 = _mm256_unpackhi_ps(acc[4], acc[6]);
-    __m256 t4 = _mm256_unpacklo_ps(acc[8], acc[10]), t5 = _mm256_unpackhi_ps(acc[8], acc[10]);
+static inline void transpose8x8(const __m256 *in, __m256 *out) {
+    __m256 t0 = _mm256_unpacklo_ps(in[0], in[1]), t1 = _mm256_unpackhi_ps(in[0], in[1]);
+    __m256 t2 = _mm256_unpacklo_ps(in[2], in[3]), t3 = _mm256_unpackhi_ps(in[2], in[3]);
+    __m256 t4 = _mm256_unpacklo_ps(in[4], in[5]), t5 = _mm256_unpackhi_ps(in[4], in[5]);
+    __m256 t6 = _mm256_unpacklo_ps(in[6], in[7]), t7 = _mm256_unpackhi_ps(in[6], in[7]);
     __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
     __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 u4 = _mm256_shuffle_ps(t4, z, 0x44), u5 = _mm256_shuffle_ps(t4, z, 0xEE);
-    __m256 u6 = _mm256_shuffle_ps(t5, z, 0x44), u7 = _mm256_shuffle_ps(t5, z, 0xEE);
-    rows[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-    rows[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-    rows[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-    rows[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-    rows[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-    rows[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-    rows[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-    rows[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    out[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    out[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    out[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    out[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    out[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    out[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    out[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    out[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
 __attribute__((target("avx2,fma")))
@@ -240,8 +233,10 @@ static void scores_packed_avx2(const float *packed, int rows, const float *d, in
                        8-wide store per row. Lanes 6 and 7 land on the next tile's columns, inside
                        this call's range: they get 0 (or += 0) and the next tile writes them. */
                     for (int h = 0; h < 2; h++) {
+                        const __m256 z = _mm256_setzero_ps();
+                        __m256 cols[8] = { acc[h], acc[h + 2], acc[h + 4], acc[h + 6], acc[h + 8], acc[h + 10], z, z };
                         __m256 rowv[8];
-                        transpose8x6(acc + h, rowv);
+                        transpose8x8(cols, rowv);
                         int rows8 = live - 8 * h < 8 ? live - 8 * h : 8;
                         float *o = out + (long)(block * 16 + 8 * h) * ldo + j;
                         for (int r = 0; r < rows8; r++) {
@@ -291,7 +286,7 @@ void ck_decode_residuals(const unsigned char *codes, int bytes_per_code, const u
         return;
     }
 #endif
-    decode_portable(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out, inv_norms);
+    ck_decode_residuals_portable(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out, inv_norms);
 }
 
 
@@ -372,27 +367,11 @@ static void pack_query_avx2(const float *q, int rows, int dim, float *packed) {
             int live[8];
             for (int r = 0; r < 8; r++) { live[r] = r0 + r < rows; src[r] = q + (long)(live[r] ? r0 + r : 0) * dim; }
             for (int k = 0; k < dim8; k += 8) {
-                __m256 a0 = live[0] ? _mm256_loadu_ps(src[0] + k) : zero, a1 = live[1] ? _mm256_loadu_ps(src[1] + k) : zero;
-                __m256 a2 = live[2] ? _mm256_loadu_ps(src[2] + k) : zero, a3 = live[3] ? _mm256_loadu_ps(src[3] + k) : zero;
-                __m256 a4 = live[4] ? _mm256_loadu_ps(src[4] + k) : zero, a5 = live[5] ? _mm256_loadu_ps(src[5] + k) : zero;
-                __m256 a6 = live[6] ? _mm256_loadu_ps(src[6] + k) : zero, a7 = live[7] ? _mm256_loadu_ps(src[7] + k) : zero;
-                __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
-                __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
-                __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
-                __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
-                __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-                __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-                __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-                __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+                __m256 a[8], t[8];
+                for (int r = 0; r < 8; r++) a[r] = live[r] ? _mm256_loadu_ps(src[r] + k) : zero;
+                transpose8x8(a, t);
                 float *o = p + (long)k * 16 + h * 8;
-                _mm256_storeu_ps(o + 0 * 16, _mm256_permute2f128_ps(u0, u4, 0x20));
-                _mm256_storeu_ps(o + 1 * 16, _mm256_permute2f128_ps(u1, u5, 0x20));
-                _mm256_storeu_ps(o + 2 * 16, _mm256_permute2f128_ps(u2, u6, 0x20));
-                _mm256_storeu_ps(o + 3 * 16, _mm256_permute2f128_ps(u3, u7, 0x20));
-                _mm256_storeu_ps(o + 4 * 16, _mm256_permute2f128_ps(u0, u4, 0x31));
-                _mm256_storeu_ps(o + 5 * 16, _mm256_permute2f128_ps(u1, u5, 0x31));
-                _mm256_storeu_ps(o + 6 * 16, _mm256_permute2f128_ps(u2, u6, 0x31));
-                _mm256_storeu_ps(o + 7 * 16, _mm256_permute2f128_ps(u3, u7, 0x31));
+                for (int kk = 0; kk < 8; kk++) _mm256_storeu_ps(o + kk * 16, t[kk]);
             }
             for (int k = dim8; k < dim; k++)
                 for (int r = 0; r < 8; r++) p[16 * k + h * 8 + r] = live[r] ? src[r][k] : 0.0f;
@@ -418,12 +397,8 @@ void ck_pack_query(const float *q, int rows, int dim, float *packed) {
     }
 }
 
-int ck_maxsim_packed(const float *packed, int rows, const float *d, int n, int dim, float *rowmax) {
-    return ck_maxsim_packed_scaled(packed, rows, d, n, dim, NULL, rowmax);
-}
-
-int ck_maxsim_packed_scaled(const float *packed, int rows, const float *d, int n, int dim, const float *scale,
-                            float *rowmax) {
+int ck_maxsim_packed(const float *packed, int rows, const float *d, int n, int dim, const float *scale,
+                     float *rowmax) {
     if (rows <= 0 || n <= 0) return 1;
 #ifdef CK_X86
     if (ck_uses_avx2()) {

@@ -1,10 +1,5 @@
 import CKernels
 
-/// A few rows (a query's token vectors, or the activations of one query in the encoder) laid
-/// out once for the AVX2 kernels that multiply them against many other rows: blocks of 16 rows,
-/// each stored dimension-major, so a kernel reads 16 rows' values of one dimension with two
-/// vector loads (see `ck_pack_query`). Without the vector path the row-major rows are kept
-/// instead, for the BLAS fallback.
 /// Part `part` of `parts` nearly equal shares of `0..<count`, each starting at a multiple of 16
 /// (the packed kernels' block) and the last running to `count`; empty when the share rounds away.
 @inlinable
@@ -14,6 +9,11 @@ public func blockAlignedShare(part: Int, of parts: Int, count: Int) -> Range<Int
     return start..<max(start, end)
 }
 
+/// A few rows (a query's token vectors, or the activations of one query in the encoder) laid
+/// out once for the AVX2 kernels that multiply them against many other rows: blocks of 16 rows,
+/// each stored dimension-major, so a kernel reads 16 rows' values of one dimension with two
+/// vector loads (see `ck_pack_query`). Without the vector path the row-major rows are kept
+/// instead, for the BLAS fallback.
 public struct PackedRows: Sendable {
     public let rows: Int
     public let dim: Int
@@ -74,21 +74,16 @@ public struct PackedRows: Sendable {
 public enum MaxSimKernel {
     /// `rowMax[i] = max_j query_i · documents_j` over `count` document rows (row-major). Does
     /// nothing when the query has no rows or `count` is 0.
+    /// With `scales`, `rowMax[i] = max_j scales[j] · (query_i · documents_j)`: MaxSim over rows
+    /// from `decodeResiduals`, their inverse norms applied to the dot products.
     public static func rowMaxima(_ query: PackedRows, documents: UnsafePointer<Float>, count: Int,
-                                 into rowMax: UnsafeMutablePointer<Float>) {
-        rowMaxima(query, documents: documents, count: count, scales: nil, into: rowMax)
-    }
-
-    /// `rowMax[i] = max_j scales[j] · (query_i · documents_j)`: MaxSim over rows from
-    /// `decodeResiduals`, their inverse norms applied to the dot products.
-    public static func rowMaxima(_ query: PackedRows, documents: UnsafePointer<Float>, count: Int,
-                                 scales: UnsafePointer<Float>?, into rowMax: UnsafeMutablePointer<Float>) {
+                                 scales: UnsafePointer<Float>? = nil, into rowMax: UnsafeMutablePointer<Float>) {
         let rows = query.rows, dim = query.dim
         guard rows > 0, count > 0, dim > 0 else { return }
         precondition(count <= Int(Int32.max))
         let done = query.packed.withUnsafeBufferPointer { p in
-            p.isEmpty ? false : ck_maxsim_packed_scaled(p.baseAddress!, Int32(rows), documents, Int32(count), Int32(dim),
-                                                        scales, rowMax) != 0
+            p.isEmpty ? false : ck_maxsim_packed(p.baseAddress!, Int32(rows), documents, Int32(count), Int32(dim),
+                                                 scales, rowMax) != 0
         }
         if done { return }
         withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * count) { scores in

@@ -20,11 +20,10 @@ void ck_pack_query(const float *q, int rows, int dim, float *packed);
 /// q packed by `ck_pack_query`, d n x dim row-major. Returns 1 when done; 0, writing nothing,
 /// when there is no vector path on this CPU: the caller then uses a GEMM, which beats a portable
 /// loop (`ck_maxsim_rows_portable`) wherever BLAS has vector kernels.
-int ck_maxsim_packed(const float *packed, int rows, const float *d, int n, int dim, float *rowmax);
-/// `ck_maxsim_packed` with each document row's dot products multiplied by scale[j] first (the
-/// inverse norms from `ck_decode_residuals`).
-int ck_maxsim_packed_scaled(const float *packed, int rows, const float *d, int n, int dim, const float *scale,
-                            float *rowmax);
+/// When scale is not NULL, row j's dot products are multiplied by scale[j] first (the inverse
+/// norms from `ck_decode_residuals`).
+int ck_maxsim_packed(const float *packed, int rows, const float *d, int n, int dim, const float *scale,
+                     float *rowmax);
 
 /// out[i * ldo + j] = dot(q_i, d + j*dim) (added to out when accumulate is not 0) for i in
 /// [0, rows), j in [0, n): a GEMM against few rows packed once, without BLAS's per-call packing
