@@ -289,6 +289,195 @@ void ck_decode_residuals(const unsigned char *codes, int bytes_per_code, const u
     ck_decode_residuals_portable(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out, inv_norms);
 }
 
+/* Residual value of dimension d: its bucket sits in byte d * nbits / 8, lowest dimension in the
+   highest bits. */
+static inline float residual_at(const unsigned char *b, int nbits, const float *weights, int d) {
+    int bit = d * nbits;
+    return weights[(b[bit >> 3] >> (8 - nbits - (bit & 7))) & ((1 << nbits) - 1)];
+}
+
+void ck_cluster_scores_portable(const unsigned char *codes, int bpc, int nbits, int n, const float *weights,
+                                const float *centroid, const float *const *queries, const float *bases, int m,
+                                int normalise, float *out, long ldo) {
+    int dim = bpc * 8 / nbits;
+    for (int t = 0; t < n; t++) {
+        const unsigned char *b = codes + (long)t * bpc;
+        float inv = 1;
+        if (normalise) {
+            float s0 = 0, s1 = 0;
+            for (int d = 0; d < dim; d++) {
+                float v = centroid[d] + residual_at(b, nbits, weights, d);
+                if (d & 1) s1 += v * v; else s0 += v * v;
+            }
+            float norm = sqrtf(s0 + s1);
+            inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+        }
+        for (int i = 0; i < m; i++) {
+            const float *q = queries[i];
+            float s0 = 0, s1 = 0;
+            for (int d = 0; d < dim; d++) {
+                float r = residual_at(b, nbits, weights, d);
+                float v = (normalise ? centroid[d] + r : r) * q[d];
+                if (d & 1) s1 += v; else s0 += v;
+            }
+            out[(long)i * ldo + t] = normalise ? (s0 + s1) * inv : bases[i] + (s0 + s1);
+        }
+    }
+}
+
+#ifdef CK_X86
+#define CK_CLUSTER_MAX_DIM 256
+/* Eight tokens at a time: decompressed into an 8-row block that stays in L1, then each query
+   row's dot products with the eight, by eight accumulators reduced together into one vector.
+   A token's eight dims per step come from its code bytes without a table in memory: PSHUFB puts
+   the step's bytes in every lane, a per-lane shift and mask give each lane's bucket, VPERMPS
+   picks the bucket's weight. Rows past the end are zero, so every token's sum takes the same
+   instructions wherever it sits in a block. */
+/* One token's residual (plus the centroid, and its squared norm into acc0/acc1, when NORM) into
+   o, eight dims per step. Whole 16-byte chunks of the code are read in place; a shorter last
+   chunk is copied to `spare` first so nothing past the code is read. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void decode_steps(const unsigned char *b, int bpc, const int NB, const int NORM, unsigned char *spare,
+                                const __m256i *ctrl, __m256i shifts, __m256i mask, __m256 wlo, __m256 whi,
+                                const float *centroid, float *o, __m256 *acc0, __m256 *acc1) {
+    int step = 0;
+    for (int c16 = 0; c16 < bpc; c16 += 16) {
+        __m128i chunk;
+        int here;
+        if (bpc - c16 >= 16) {
+            chunk = _mm_loadu_si128((const __m128i *)(b + c16));
+            here = 16 / NB;
+        } else {
+            memcpy(spare, b + c16, (size_t)(bpc - c16));
+            chunk = _mm_loadu_si128((const __m128i *)spare);
+            here = (bpc - c16) / NB;
+        }
+        __m256i src = _mm256_broadcastsi128_si256(chunk);
+        for (int s = 0; s < here; s++, step++) {
+            __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(src, ctrl[s]), shifts), mask);
+            __m256 x = _mm256_permutevar8x32_ps(wlo, idx);
+            if (NB == 4)
+                x = _mm256_blendv_ps(x, _mm256_permutevar8x32_ps(whi, idx), _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+            if (NORM) {
+                x = _mm256_add_ps(x, _mm256_loadu_ps(centroid + 8 * step));
+                if (step & 1) *acc1 = _mm256_fmadd_ps(x, x, *acc1); else *acc0 = _mm256_fmadd_ps(x, x, *acc0);
+            }
+            _mm256_store_ps(o + 8 * step, x);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void cluster_scores_avx2(const unsigned char *codes, int bpc, int nbits, int n, const float *weights,
+                                const float *centroid, const float *const *queries, const float *bases, int m,
+                                int normalise, float *out, long ldo) {
+    const int per = 8 / nbits, dim = bpc * per, bps = nbits; /* bytes per 8-dim step */
+    float block[8 * CK_CLUSTER_MAX_DIM] __attribute__((aligned(32)));
+    float inv[8] __attribute__((aligned(32)));
+    unsigned char code[CK_CLUSTER_MAX_DIM / 2 + 16] __attribute__((aligned(16)));
+    memset(code, 0, sizeof code);
+    int shift[8];
+    for (int j = 0; j < 8; j++) shift[j] = 8 * (j / per) + 8 - nbits * (j % per + 1);
+    const __m256i shifts = _mm256_loadu_si256((const __m256i *)shift);
+    const __m256i mask = _mm256_set1_epi32((1 << nbits) - 1);
+    float w16[16] = { 0 };
+    for (int j = 0; j < (1 << nbits); j++) w16[j] = weights[j];
+    const __m256 wlo = _mm256_loadu_ps(w16), whi = _mm256_loadu_ps(w16 + 8);
+    /* ctrl[s]: the bytes of step s of a 16-byte chunk into the low bytes of every 32-bit lane. */
+    __m256i ctrl[16];
+    for (int s = 0; s < 16 / bps; s++) {
+        unsigned char c[32];
+        for (int k = 0; k < 32; k++) c[k] = (k & 3) < bps ? (unsigned char)(s * bps + (k & 3)) : 0x80;
+        ctrl[s] = _mm256_loadu_si256((const __m256i *)c);
+    }
+    const long total = (long)n * bpc;
+    for (long o = 0; o < 16 * (long)bpc && o < total; o += 64) _mm_prefetch((const char *)codes + o, _MM_HINT_T0);
+    for (int t0 = 0; t0 < n; t0 += 8) {
+        int live = n - t0 < 8 ? n - t0 : 8;
+        /* The block after next: a cluster's codes are one short stream each, which the hardware
+           prefetcher picks up too late (the loads of each block's first token stalled). */
+        for (long o = (long)(t0 + 16) * bpc; o < (long)(t0 + 24) * bpc && o < total; o += 64)
+            _mm_prefetch((const char *)codes + o, _MM_HINT_T0);
+        for (int r = 0; r < 8; r++) {
+            float *o = block + r * dim;
+            if (r >= live) {
+                memset(o, 0, sizeof(float) * (size_t)dim);
+                inv[r] = 0;
+                continue;
+            }
+            const unsigned char *b = codes + (long)(t0 + r) * bpc;
+            __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+            /* Specialised for the code width and the mode, so that the common case (2 bits, 32
+               bytes) runs as straight-line code. */
+            if (nbits == 2 && !normalise)
+                decode_steps(b, bpc, 2, 0, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
+            else if (nbits == 2)
+                decode_steps(b, bpc, 2, 1, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
+            else if (nbits == 1 && !normalise)
+                decode_steps(b, bpc, 1, 0, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
+            else if (nbits == 1)
+                decode_steps(b, bpc, 1, 1, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
+            else if (!normalise)
+                decode_steps(b, bpc, 4, 0, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
+            else
+                decode_steps(b, bpc, 4, 1, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
+            if (normalise) {
+                __m256 acc = _mm256_add_ps(acc0, acc1);
+                __m128 sum = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+                sum = _mm_hadd_ps(sum, sum);
+                sum = _mm_hadd_ps(sum, sum);
+                float norm = sqrtf(_mm_cvtss_f32(sum));
+                inv[r] = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+            }
+        }
+        __m256 scale = _mm256_load_ps(inv);
+        for (int i = 0; i < m; i++) {
+            const float *q = queries[i];
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (int k = 0; k < dim; k += 8) {
+                __m256 qk = _mm256_loadu_ps(q + k);
+                a0 = _mm256_fmadd_ps(_mm256_load_ps(block + k), qk, a0);
+                a1 = _mm256_fmadd_ps(_mm256_load_ps(block + dim + k), qk, a1);
+                a2 = _mm256_fmadd_ps(_mm256_load_ps(block + 2 * dim + k), qk, a2);
+                a3 = _mm256_fmadd_ps(_mm256_load_ps(block + 3 * dim + k), qk, a3);
+                a4 = _mm256_fmadd_ps(_mm256_load_ps(block + 4 * dim + k), qk, a4);
+                a5 = _mm256_fmadd_ps(_mm256_load_ps(block + 5 * dim + k), qk, a5);
+                a6 = _mm256_fmadd_ps(_mm256_load_ps(block + 6 * dim + k), qk, a6);
+                a7 = _mm256_fmadd_ps(_mm256_load_ps(block + 7 * dim + k), qk, a7);
+            }
+            /* Lane r of the result is the sum of a_r's eight lanes. */
+            __m256 h01 = _mm256_hadd_ps(a0, a1), h23 = _mm256_hadd_ps(a2, a3);
+            __m256 h45 = _mm256_hadd_ps(a4, a5), h67 = _mm256_hadd_ps(a6, a7);
+            __m256 q03 = _mm256_hadd_ps(h01, h23), q47 = _mm256_hadd_ps(h45, h67);
+            __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(q03, q47, 0x20), _mm256_permute2f128_ps(q03, q47, 0x31));
+            sums = normalise ? _mm256_mul_ps(sums, scale) : _mm256_add_ps(_mm256_set1_ps(bases[i]), sums);
+            float *o = out + (long)i * ldo + t0;
+            if (live == 8) {
+                _mm256_storeu_ps(o, sums);
+            } else {
+                float tmp[8];
+                _mm256_storeu_ps(tmp, sums);
+                for (int r = 0; r < live; r++) o[r] = tmp[r];
+            }
+        }
+    }
+}
+#endif
+
+void ck_cluster_scores(const unsigned char *codes, int bytes_per_code, int nbits, int n, const float *weights,
+                       const float *centroid, const float *const *queries, const float *bases, int m,
+                       int normalise, float *out, long ldo) {
+    if (n <= 0 || m <= 0 || bytes_per_code <= 0 || !(nbits == 1 || nbits == 2 || nbits == 4)) return;
+#ifdef CK_X86
+    int dim = bytes_per_code * 8 / nbits;
+    if (bytes_per_code % nbits == 0 && dim <= CK_CLUSTER_MAX_DIM && ck_uses_avx2()) {
+        cluster_scores_avx2(codes, bytes_per_code, nbits, n, weights, centroid, queries, bases, m, normalise, out, ldo);
+        return;
+    }
+#endif
+    ck_cluster_scores_portable(codes, bytes_per_code, nbits, n, weights, centroid, queries, bases, m, normalise, out, ldo);
+}
+
 
 /* Inserts v (index c) into the n kept entries, after every entry >= v so that equal scores keep
    the lower index first; drops the worst when full. Returns the new count. */

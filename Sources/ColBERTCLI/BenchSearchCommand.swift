@@ -36,8 +36,8 @@ func printSearchReport(_ r: SearchBenchmark.Report, k: Int, parameters p: Search
 
 /// Per-stage times of `SearchTimings` already in milliseconds, one line.
 func stageText(_ st: SearchTimings) -> String {
-    String(format: "centroids %.3f  select %.3f  tables %.3f  scoring %.3f  reduce %.3f  rerank %.3f",
-           st.centroidScores, st.selection, st.lookupTables, st.scoring, st.reduction, st.rerank)
+    String(format: "centroids %.3f  select %.3f  group %.3f  scoring %.3f  reduce %.3f  rerank %.3f",
+           st.centroidScores, st.selection, st.grouping, st.scoring, st.reduction, st.rerank)
 }
 
 /// `colbert bench search`: MaxSim latency on a real index.

@@ -118,6 +118,23 @@ public enum MaxSimKernel {
                             centroidIds.assumingMemoryBound(to: UInt8.self), centroids, expansion,
                             Int32(dimsPerByte), Int32(count), out, inverseNorms)
     }
+
+    /// Scores of one cluster's `count` tokens against several query rows, each token decompressed
+    /// once for all of them: `out[i * ldo + t] = bases[i] + queries[i] · residual(codes[t])`, with
+    /// `bases[i]` the query row's score with the centroid; with `normalize`,
+    /// `queries[i] · v / ‖v‖` for `v = centroid + residual(codes[t])` (bases unused). A token's
+    /// score depends only on its code and the query row, not on `count` or its place.
+    @inlinable
+    public static func clusterScores(codes: UnsafeRawPointer, codec: ResidualCodec, count: Int, weights: UnsafePointer<Float>,
+                                     centroid: UnsafePointer<Float>, queries: UnsafePointer<UnsafePointer<Float>?>,
+                                     bases: UnsafePointer<Float>, queryCount: Int, normalize: Bool,
+                                     into out: UnsafeMutablePointer<Float>, ldo: Int) {
+        guard count > 0, queryCount > 0 else { return }
+        precondition(count <= Int(Int32.max) && queryCount <= Int(Int32.max) && ldo >= count
+                     && [1, 2, 4].contains(codec.nbits) && codec.bytesPerVector <= Int(Int32.max))
+        ck_cluster_scores(codes.assumingMemoryBound(to: UInt8.self), Int32(codec.bytesPerVector), Int32(codec.nbits), Int32(count),
+                          weights, centroid, queries, bases, Int32(queryCount), normalize ? 1 : 0, out, ldo)
+    }
 }
 
 extension PackedRows {

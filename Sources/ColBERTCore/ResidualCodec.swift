@@ -109,28 +109,4 @@ public struct ResidualCodec: Sendable, Equatable {
         }
         if normalize { VectorMath.normalizeRows(out, rows: 1, dim: dim) }
     }
-
-    /// Size in floats of one query token's lookup table: one 256-entry table per code byte.
-    public var lookupTableSize: Int { bytesPerVector * 256 }
-
-    /// Fills `table` (`lookupTableSize` floats) so that, for a packed code `c`,
-    /// `Σ_p table[p * 256 + c[p]] == Σ_d q_d · weights[bucket_d]`: the residual's contribution to
-    /// `q · (centroid + residual)` without decompressing the vector.
-    public func fillLookupTable(query: UnsafePointer<Float>, table: UnsafeMutablePointer<Float>) {
-        let per = dimsPerByte
-        let mask = (1 << nbits) - 1
-        bucketWeights.withUnsafeBufferPointer { w in
-            for p in 0..<bytesPerVector {
-                let t = table + p * 256
-                for byte in 0..<256 {
-                    var s: Float = 0
-                    for j in 0..<per {
-                        let b = (byte >> (8 - nbits * (j + 1))) & mask
-                        s += query[p * per + j] * w[b]
-                    }
-                    t[byte] = s
-                }
-            }
-        }
-    }
 }

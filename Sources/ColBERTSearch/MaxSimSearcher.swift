@@ -1,8 +1,9 @@
 import ColBERTCore
 import Synchronization
 
-/// MaxSim search over an `IndexSnapshot`: WARP-style centroid-pruned search with implicit
-/// decompression, an exact re-rank, and exhaustive MaxSim as ground truth.
+/// MaxSim search over an `IndexSnapshot`: WARP-style centroid-pruned search that scores each
+/// probed cluster's packed residuals once per query, an exact re-rank, and exhaustive MaxSim as
+/// ground truth.
 ///
 /// Results are sorted by score descending, ties by internal id ascending, and are bit-identical
 /// for every thread count: each document's score is always computed by one worker with the same
@@ -215,73 +216,42 @@ public enum MaxSimSearcher {
         let t2 = nowSeconds()
         timings.selection += t2 - t1
 
-        // (3) Lookup tables for implicit decompression.
-        let lutSize = codec.lookupTableSize
-        var luts = [Float](repeating: 0, count: nq * lutSize)
-        luts.withUnsafeMutableBufferPointer { lBuf in
-            let l = lBuf.baseAddress!
-            let lutWorkers = min(workers, nq)
-            runWorkers(lutWorkers) { w in
-                var i = w
-                while i < nq {
-                    LookupTables.fill(codec: codec, query: q + i * dim, table: l + i * lutSize)
-                    i += lutWorkers
-                }
-            }
+        // (3) The probes grouped by cluster: each probed cluster is read and decompressed once
+        // per query, for every query token that probes it.
+        let plan = centroidScores.withUnsafeBufferPointer {
+            ProbePlan(probeIds: probeIds, probeCounts: probeCounts, nprobe: nprobe, query: q, dim: dim,
+                      centroidScores: $0.baseAddress!, centroidCount: K)
         }
         let t3 = nowSeconds()
-        timings.lookupTables += t3 - t2
+        timings.grouping += t3 - t2
 
-        // (4a) Scoring, query token by query token: the best score per document over the
-        // token's probed clusters goes into a dense per-document row that stays cache-resident,
-        // then is folded into the document's running sum (see `ScoringScratch`).
+        // (4a) Scoring. First, cluster by cluster, the scores of the cluster's tokens against the
+        // query tokens that probe it (one decompression per token). Then, query token by query
+        // token, the best score per document over the token's probed clusters goes into a dense
+        // per-document row that stays cache-resident, and is folded into the document's running
+        // sum (see `ScoringScratch`).
         let bound = Int(index.documentIdBound)
         let shortlist = p.rerankDepth > 0 ? max(k, p.rerankDepth) : k
         let scratches = (0..<workers).map { _ in ScoringScratch.take(bound: bound) }
         defer { for sc in scratches { ScoringScratch.give(sc) } }
         let slots = (0..<workers).map { _ in ScoringSlot(capacity: shortlist) }
-        let bytesPerCode = codec.bytesPerVector
         let normalize = p.normalizeScores
         try index.prepareClusterReads()
-        centroidScores.withUnsafeBufferPointer { sBuf in
-            luts.withUnsafeBufferPointer { lBuf in
-                missing.withUnsafeBufferPointer { mBuf in
-                    let s = sBuf.baseAddress!, l = lBuf.baseAddress!, miss = mBuf.baseAddress!
-                    runWorkers(workers) { w in
-                        let slot = slots[w]
-                        let scratch = scratches[w]
-                        var norms = normalize ? NormCache(centroids: K, codec: codec) : NormCache(centroids: 0, codec: codec)
-                        do {
-                            for i in 0..<nq {
-                                let lut = l + i * lutSize
-                                for j in 0..<probeCounts[i] {
-                                    let c = Int(probeIds[i * nprobe + j])
-                                    let base = s[i * K + c]
-                                    // Inverse norms of the cluster's tokens follow its chunks in order.
-                                    var at = normalize ? try norms.offset(of: c, index: index, centroid: C + c * dim) : 0
-                                    try index.forEachClusterChunk(c) { view in
-                                        guard view.bytesPerCode == bytesPerCode else {
-                                            throw SearchError.invalidParameter("cluster \(c) has \(view.bytesPerCode)-byte codes, the codec expects \(bytesPerCode)")
-                                        }
-                                        if normalize {
-                                            norms.store.withUnsafeBufferPointer { nb in
-                                                scratch.score(view, base: base, lut: lut, bytesPerCode: bytesPerCode,
-                                                              worker: w, workers: workers, idBound: bound, allowed: allowed,
-                                                              inverseNorms: nb.baseAddress! + at)
-                                            }
-                                            at += view.count
-                                        } else {
-                                            scratch.score(view, base: base, lut: lut, bytesPerCode: bytesPerCode,
-                                                          worker: w, workers: workers, idBound: bound, allowed: allowed, inverseNorms: nil)
-                                        }
-                                    }
-                                }
-                                scratch.fold(queryToken: i, missing: miss)
-                            }
-                        } catch {
-                            slot.error = error
+        missing.withUnsafeBufferPointer { mBuf in
+            let miss = mBuf.baseAddress!
+            runWorkers(workers) { w in
+                let scratch = scratches[w]
+                do {
+                    try scratch.scoreClusters(of: plan, index: index, worker: w, workers: workers, normalize: normalize)
+                    for i in 0..<nq {
+                        for j in 0..<probeCounts[i] {
+                            try scratch.takeScores(ofProbe: i * nprobe + j, plan: plan, index: index, worker: w, workers: workers,
+                                                   allowed: allowed)
                         }
+                        scratch.fold(queryToken: i, missing: miss)
                     }
+                } catch {
+                    slots[w].error = error
                 }
             }
         }
@@ -347,6 +317,51 @@ public enum MaxSimSearcher {
     }
 }
 
+/// A query's probes grouped by cluster, so that each probed cluster is scored once for all the
+/// query tokens that probe it.
+struct ProbePlan {
+    /// The distinct probed clusters, ascending.
+    private(set) var clusters: [Int32] = []
+    /// Probes of `clusters[u]`: `groupStart[u] ..< groupStart[u + 1]` of `queryRows`.
+    private(set) var groupStart: [Int] = [0]
+    /// Per probe in group order, its query token's vector (ascending token within a group) and
+    /// that token's score with the cluster's centroid.
+    private(set) var queryRows: [UnsafePointer<Float>?] = []
+    private(set) var bases: [Float] = []
+    /// Per probe `i * nprobe + j` (query token i's j-th cluster): its group and its place there.
+    private(set) var probeGroup: [Int32]
+    private(set) var probeRank: [Int32]
+
+    var clusterCount: Int { clusters.count }
+
+    /// `query` must outlive the plan's use: `queryRows` point into it.
+    init(probeIds: [Int32], probeCounts: [Int], nprobe: Int, query: UnsafePointer<Float>, dim: Int,
+         centroidScores: UnsafePointer<Float>, centroidCount: Int) {
+        probeGroup = [Int32](repeating: -1, count: probeIds.count)
+        probeRank = [Int32](repeating: 0, count: probeIds.count)
+        var keys: [UInt64] = []
+        keys.reserveCapacity(probeIds.count)
+        for (i, n) in probeCounts.enumerated() {
+            for j in 0..<n { keys.append(UInt64(UInt32(bitPattern: probeIds[i * nprobe + j])) << 32 | UInt64(i * nprobe + j)) }
+        }
+        keys.sort()
+        queryRows.reserveCapacity(keys.count)
+        bases.reserveCapacity(keys.count)
+        for key in keys {
+            let c = Int32(bitPattern: UInt32(key >> 32)), probe = Int(key & 0xFFFF_FFFF)
+            if clusters.last != c {
+                if !clusters.isEmpty { groupStart.append(queryRows.count) }
+                clusters.append(c)
+            }
+            probeGroup[probe] = Int32(clusters.count - 1)
+            probeRank[probe] = Int32(queryRows.count - groupStart[groupStart.count - 1])
+            queryRows.append(query + (probe / nprobe) * dim)
+            bases.append(centroidScores[(probe / nprobe) * centroidCount + Int(c)])
+        }
+        groupStart.append(queryRows.count)
+    }
+}
+
 /// One worker's scoring state over the internal id range, reused across queries (allocating and
 /// clearing id-sized arrays per query would cost more than scoring on large indexes).
 ///
@@ -367,6 +382,11 @@ final class ScoringScratch: @unchecked Sendable {
     private var touched: UnsafeMutablePointer<UInt32>
     private var touchedCount = 0
     private var candidates: [UInt32] = []
+    /// This query's cluster scores (`scoreClusters`), and where each probed cluster's begin
+    /// (`ProbePlan` group order).
+    private var scores = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    private var scoreCapacity = 1
+    private var groupOffsets: [Int] = []
     private(set) var scored = 0
     /// Candidates of the last finished query.
     private(set) var candidateCount = 0
@@ -387,6 +407,7 @@ final class ScoringScratch: @unchecked Sendable {
         sum.deallocate()
         last.deallocate()
         touched.deallocate()
+        scores.deallocate()
     }
 
     private static let pool = Mutex<[ScoringScratch]>([])
@@ -422,27 +443,94 @@ final class ScoringScratch: @unchecked Sendable {
         candidates.removeAll(keepingCapacity: true)
     }
 
+    /// The entries of `view` that `worker` scores. Each worker owns a contiguous range of
+    /// document ids (cut from the index's id bound, the same for every worker; scratches are
+    /// pooled, so their capacities may differ); a chunk's entries are in document order, so a
+    /// worker reads only its own part of each chunk.
     @inline(__always)
-    func score(_ view: ClusterView, base: Float, lut: UnsafePointer<Float>, bytesPerCode: Int,
-               worker w: Int, workers: Int, idBound: Int, allowed: DocumentFilter?, inverseNorms: UnsafePointer<Float>?) {
-        let bound = capacity
-        // Each worker owns a contiguous range of document ids (cut from the index's id bound, the
-        // same for every worker; scratches are pooled, so their capacities may differ); a chunk's
-        // entries are in document order, so a worker reads only its own part of each chunk.
-        var first = 0, end = view.count
-        if workers > 1 {
-            first = view.firstEntry(atLeast: UInt32(idBound * w / workers))
-            if w < workers - 1 { end = view.firstEntry(atLeast: UInt32(idBound * (w + 1) / workers)) }
+    static func share(of view: ClusterView, worker w: Int, workers: Int, idBound: Int) -> Range<Int> {
+        guard workers > 1 else { return 0..<view.count }
+        let first = view.firstEntry(atLeast: UInt32(idBound * w / workers))
+        let end = w < workers - 1 ? view.firstEntry(atLeast: UInt32(idBound * (w + 1) / workers)) : view.count
+        return first..<max(first, end)
+    }
+
+    /// Pass one of a query's scoring: for every cluster of `plan`, the scores of this worker's
+    /// entries against the query tokens that probe it, each token decompressed once
+    /// (`MaxSimKernel.clusterScores`), stored cluster after cluster, chunk after chunk.
+    func scoreClusters<S: IndexSnapshot>(of plan: ProbePlan, index: S, worker w: Int, workers: Int, normalize: Bool) throws {
+        let codec = index.codec, dim = index.dim, bytesPerCode = codec.bytesPerVector
+        let idBound = Int(index.documentIdBound)
+        guard let centroids = index.centroids.baseAddress else { return }
+        var cursor = 0
+        groupOffsets.removeAll(keepingCapacity: true)
+        try plan.queryRows.withUnsafeBufferPointer { rows in
+            try plan.bases.withUnsafeBufferPointer { bases in
+                try codec.bucketWeights.withUnsafeBufferPointer { weights in
+                    for u in 0..<plan.clusterCount {
+                        let c = Int(plan.clusters[u])
+                        let group = plan.groupStart[u], m = plan.groupStart[u + 1] - group
+                        groupOffsets.append(cursor)
+                        try index.forEachClusterChunk(c) { view in
+                            guard view.bytesPerCode == bytesPerCode else {
+                                throw SearchError.invalidParameter("cluster \(c) has \(view.bytesPerCode)-byte codes, the codec expects \(bytesPerCode)")
+                            }
+                            let part = Self.share(of: view, worker: w, workers: workers, idBound: idBound)
+                            guard !part.isEmpty else { return }
+                            reserveScores(cursor + m * part.count, keeping: cursor)
+                            MaxSimKernel.clusterScores(codes: view.code(part.lowerBound), codec: codec, count: part.count,
+                                                       weights: weights.baseAddress!, centroid: centroids + c * dim,
+                                                       queries: rows.baseAddress! + group, bases: bases.baseAddress! + group,
+                                                       queryCount: m, normalize: normalize, into: scores + cursor, ldo: part.count)
+                            cursor += m * part.count
+                        }
+                    }
+                }
+            }
         }
+    }
+
+    /// Pass two, for one probe (query token i's j-th cluster, `i * nprobe + j`): takes its scores
+    /// of this worker's entries into the documents' best scores for the current query token.
+    func takeScores<S: IndexSnapshot>(ofProbe probe: Int, plan: ProbePlan, index: S, worker w: Int, workers: Int,
+                                      allowed: DocumentFilter?) throws {
+        let u = Int(plan.probeGroup[probe]), rank = Int(plan.probeRank[probe])
+        let m = plan.groupStart[u + 1] - plan.groupStart[u]
+        let idBound = Int(index.documentIdBound)
+        var cursor = groupOffsets[u]
+        try index.forEachClusterChunk(Int(plan.clusters[u])) { view in
+            let part = Self.share(of: view, worker: w, workers: workers, idBound: idBound)
+            guard !part.isEmpty else { return }
+            take(view, part: part, scores: scores + cursor + rank * part.count, allowed: allowed)
+            cursor += m * part.count
+        }
+    }
+
+    /// Grows the score store to `count` floats, keeping the first `used`.
+    private func reserveScores(_ count: Int, keeping used: Int) {
+        guard count > scoreCapacity else { return }
+        let grown = max(count, scoreCapacity * 2, 1 << 14)
+        let fresh = UnsafeMutablePointer<Float>.allocate(capacity: grown)
+        fresh.update(from: scores, count: used)
+        scores.deallocate()
+        scores = fresh
+        scoreCapacity = grown
+    }
+
+    /// Takes the current query token's scores of the `part` entries of `view` (`scores[0]` is
+    /// the score of entry `part.lowerBound`) into the documents' best scores.
+    @inline(__always)
+    private func take(_ view: ClusterView, part: Range<Int>, scores partScores: UnsafePointer<Float>, allowed: DocumentFilter?) {
+        let bound = capacity
         let best = self.best, touched = self.touched
+        let s = partScores - part.lowerBound
         var scored = 0, touchedCount = self.touchedCount
-        for t in first..<max(first, end) {
+        for t in part {
             let doc = view.docId(t)
             let d = Int(doc)
             if d >= bound { continue }
             if let f = allowed, !f.contains(doc) { continue }
-            var score = base + LookupTables.sum(lut, view.code(t), bytes: bytesPerCode)
-            if let inv = inverseNorms { score *= inv[t] }
+            let score = s[t]
             scored += 1
             let old = best[d]
             if old == -Float.infinity {
@@ -491,72 +579,5 @@ final class ScoringScratch: @unchecked Sendable {
             body(doc, total)
         }
         candidates.removeAll(keepingCapacity: true)
-    }
-}
-
-/// Inverse norms of decompressed tokens, per probed cluster, computed through lookup tables:
-/// ‖c + r‖² = ‖c‖² + Σ_d (2 c_d w_d + w_d²), so that `(S[i,c] + Σ LUT_i) / ‖c + r‖` is exactly
-/// the cosine with the normalised decompressed token that exhaustive MaxSim scores, without
-/// rebuilding vectors. Each cluster is done once per query (per worker), however many query
-/// tokens probe it.
-struct NormCache {
-    let codec: ResidualCodec
-    var offsets: [Int]
-    var store: [Float] = []
-    private var table: [Float]
-    private var twice: [Float]
-    /// Σ over a byte's dims of w_b², by byte value (the same for every byte position).
-    private let squares: [Float]
-
-    init(centroids: Int, codec: ResidualCodec) {
-        self.codec = codec
-        offsets = [Int](repeating: -1, count: centroids)
-        table = centroids > 0 ? [Float](repeating: 0, count: codec.lookupTableSize) : []
-        twice = [Float](repeating: 0, count: codec.dim)
-        let per = codec.dimsPerByte, nbits = codec.nbits, mask = (1 << nbits) - 1
-        squares = (0..<256).map { byte in
-            var s: Float = 0
-            for j in 0..<per {
-                let w = codec.bucketWeights[(byte >> (8 - nbits * (j + 1))) & mask]
-                s += w * w
-            }
-            return s
-        }
-    }
-
-    /// Offset in `store` of the cluster's per-token inverse norms (its chunks' tokens in order),
-    /// computing them on first use.
-    mutating func offset<S: IndexSnapshot>(of c: Int, index: S, centroid: UnsafePointer<Float>) throws -> Int {
-        if offsets[c] >= 0 { return offsets[c] }
-        let off = store.count
-        offsets[c] = off
-        let dim = codec.dim, bytes = codec.bytesPerVector
-        var cc: Float = 0
-        for d in 0..<dim {
-            cc += centroid[d] * centroid[d]
-            twice[d] = 2 * centroid[d]
-        }
-        let codec = self.codec
-        var inverse: [Float] = []
-        try twice.withUnsafeBufferPointer { tw in
-            try table.withUnsafeMutableBufferPointer { tb in
-                LookupTables.fill(codec: codec, query: tw.baseAddress!, table: tb.baseAddress!)
-                squares.withUnsafeBufferPointer { sq in
-                    for p in 0..<bytes {
-                        let row = tb.baseAddress! + p * 256
-                        for b in 0..<256 { row[b] += sq[b] }
-                    }
-                }
-                try index.forEachClusterChunk(c) { view in
-                    guard view.bytesPerCode == bytes else { return }
-                    for t in 0..<view.count {
-                        let sq = cc + LookupTables.sum(UnsafePointer(tb.baseAddress!), view.code(t), bytes: bytes)
-                        inverse.append(1 / max(max(sq, 0).squareRoot(), 1e-12))
-                    }
-                }
-            }
-        }
-        store += inverse
-        return off
     }
 }

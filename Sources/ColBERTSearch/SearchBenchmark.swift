@@ -32,7 +32,7 @@ public enum SearchBenchmark {
             pruned k=\(k) nprobe=\(parameters.nprobe) threshold=\(parameters.centroidScoreThreshold.map { "\($0)" } ?? "none") \
             rerank=\(parameters.rerankDepth) missing=\(parameters.missingSimilarity.rawValue) threads=\(threads) queries=\(queries)
               latency ms: \(latency.text); thread CPU p50 \(f(cpuP50))
-              stages ms: centroids \(f(s.centroidScores)) select \(f(s.selection)) luts \(f(s.lookupTables)) \
+              stages ms: centroids \(f(s.centroidScores)) select \(f(s.selection)) group \(f(s.grouping)) \
             scoring \(f(s.scoring)) reduce \(f(s.reduction)) rerank \(f(s.rerank)); \
             candidates \(s.candidates) tokens scored \(s.scoredTokens)
               recall@\(k) vs exhaustive: \(String(Int((recallAtK * 10000).rounded())).paddedFraction) \

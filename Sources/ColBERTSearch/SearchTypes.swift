@@ -115,14 +115,15 @@ public struct DocumentFilter: Sendable, Equatable {
 public struct SearchTimings: Sendable, Equatable {
     public var centroidScores: Double = 0
     public var selection: Double = 0
-    public var lookupTables: Double = 0
+    /// Grouping the probes by cluster.
+    public var grouping: Double = 0
     public var scoring: Double = 0
     public var reduction: Double = 0
     public var rerank: Double = 0
     public var total: Double = 0
     /// Documents with at least one scored token.
     public var candidates: Int = 0
-    /// Token codes scored through the lookup tables.
+    /// (Query token, document token) scores taken into the documents' best scores.
     public var scoredTokens: Int = 0
 
     public init() {}
@@ -131,7 +132,7 @@ public struct SearchTimings: Sendable, Equatable {
     public func perQueryMilliseconds(queries: Int) -> SearchTimings {
         let n = Double(max(1, queries))
         var mean = self
-        mean.centroidScores *= 1000 / n; mean.selection *= 1000 / n; mean.lookupTables *= 1000 / n
+        mean.centroidScores *= 1000 / n; mean.selection *= 1000 / n; mean.grouping *= 1000 / n
         mean.scoring *= 1000 / n; mean.reduction *= 1000 / n; mean.rerank *= 1000 / n; mean.total *= 1000 / n
         mean.candidates = Int(Double(candidates) / n)
         mean.scoredTokens = Int(Double(scoredTokens) / n)
@@ -141,7 +142,7 @@ public struct SearchTimings: Sendable, Equatable {
     public static func += (a: inout SearchTimings, b: SearchTimings) {
         a.centroidScores += b.centroidScores
         a.selection += b.selection
-        a.lookupTables += b.lookupTables
+        a.grouping += b.grouping
         a.scoring += b.scoring
         a.reduction += b.reduction
         a.rerank += b.rerank

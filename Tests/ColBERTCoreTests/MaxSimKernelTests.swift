@@ -283,4 +283,74 @@ import Testing
             }
         }
     }
+
+    /// One cluster's tokens scored against a few query rows, decompressing each token once:
+    /// equal to the dot products with the codec's decoded vectors (normalised, or plus the
+    /// centroid's score) on the vector path and the portable loop, for every code width and for
+    /// counts around the kernel's blocks of eight; and a token's score is the same bit for bit
+    /// whichever block it is scored in.
+    @Test(arguments: [1, 2, 4])
+    func clusterScoresMatchDecodedDotProducts(nbits: Int) throws {
+        let dim = 64
+        let t = try encodedTokens(dim: dim, n: 21, K: 1, nbits: nbits)
+        let codec = t.codec, bpc = codec.bytesPerVector
+        let queries = random(3 * dim, seed: 17)
+        // Every token of the fixture has centroid 0 (K = 1): one cluster.
+        let bases = (0..<3).map { i in (0..<dim).reduce(Float(0)) { $0 + queries[i * dim + $1] * t.centroids[$1] } }
+        func scores(first: Int, count: Int, rows: [Int], normalize: Bool, portable: Bool) -> [Float] {
+            var out = [Float](repeating: .nan, count: rows.count * count)
+            queries.withUnsafeBufferPointer { qb in
+                let pointers: [UnsafePointer<Float>?] = rows.map { qb.baseAddress! + $0 * dim }
+                let rowBases = rows.map { bases[$0] }
+                t.codes.withUnsafeBytes { cb in
+                    let codes = cb.baseAddress! + first * bpc
+                    if portable {
+                        ck_cluster_scores_portable(codes.assumingMemoryBound(to: UInt8.self), Int32(bpc), Int32(nbits), Int32(count),
+                                                   codec.bucketWeights, t.centroids, pointers, rowBases, Int32(rows.count),
+                                                   normalize ? 1 : 0, &out, count)
+                    } else {
+                        codec.bucketWeights.withUnsafeBufferPointer { w in
+                            t.centroids.withUnsafeBufferPointer { cent in
+                                pointers.withUnsafeBufferPointer { p in
+                                    rowBases.withUnsafeBufferPointer { b in
+                                        MaxSimKernel.clusterScores(codes: codes, codec: codec, count: count, weights: w.baseAddress!,
+                                                                   centroid: cent.baseAddress!, queries: p.baseAddress!, bases: b.baseAddress!,
+                                                                   queryCount: rows.count, normalize: normalize, into: &out, ldo: count)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            return out
+        }
+        for normalize in [false, true] {
+            var decoded = [Float](repeating: 0, count: t.n * dim), row = [Float](repeating: 0, count: dim)
+            for j in 0..<t.n {
+                t.codes.withUnsafeBytes { cb in
+                    codec.decode(codes: cb.baseAddress! + j * bpc, centroid: t.centroids, into: &row, normalize: normalize)
+                }
+                for d in 0..<dim { decoded[j * dim + d] = row[d] }
+            }
+            for count in [1, 7, 8, 9, 21] {
+                for portable in [false, true] {
+                    let out = scores(first: 0, count: count, rows: [0, 1, 2], normalize: normalize, portable: portable)
+                    for i in 0..<3 {
+                        for j in 0..<count {
+                            var want: Float = 0
+                            for d in 0..<dim { want += queries[i * dim + d] * decoded[j * dim + d] }
+                            #expect(abs(out[i * count + j] - want) < (normalize ? 1e-5 : 1e-4),
+                                    "nbits \(nbits) normalize \(normalize) portable \(portable) count \(count) row \(i) token \(j)")
+                        }
+                    }
+                    if !portable && count == 21 {
+                        // Token 13 alone, for query row 1 alone, against its score inside the second block.
+                        let alone = scores(first: 13, count: 1, rows: [1], normalize: normalize, portable: false)
+                        #expect(alone[0] == out[count + 13], "position changed the score: \(alone[0]) vs \(out[count + 13])")
+                    }
+                }
+            }
+        }
+    }
 }

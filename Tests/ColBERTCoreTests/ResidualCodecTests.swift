@@ -34,29 +34,6 @@ import Testing
         #expect(maxErr < bound)
     }
 
-    @Test func lookupTableMatchesDecodedDotProduct() throws {
-        let dim = 16
-        for nbits in [1, 2, 4] {
-            let v = randomUnit(3, dim: dim, seed: 11)
-            let codec = try ResidualCodec.train(dim: dim, nbits: nbits, residuals: v)
-            let q = randomUnit(1, dim: dim, seed: 3)
-            let zero = [Float](repeating: 0, count: dim)
-            var codes = [UInt8](repeating: 0, count: codec.bytesPerVector)
-            var table = [Float](repeating: 0, count: codec.lookupTableSize)
-            var decoded = [Float](repeating: 0, count: dim)
-            codec.fillLookupTable(query: q, table: &table)
-            v.withUnsafeBufferPointer { vp in
-                codec.encode(vector: vp.baseAddress!, centroid: zero, into: &codes)
-            }
-            codes.withUnsafeBytes { codec.decode(codes: $0.baseAddress!, centroid: zero, into: &decoded, normalize: false) }
-            var viaTable: Float = 0
-            for p in 0..<codec.bytesPerVector { viaTable += table[p * 256 + Int(codes[p])] }
-            var direct: Float = 0
-            for d in 0..<dim { direct += q[d] * decoded[d] }
-            #expect(abs(viaTable - direct) < 1e-5)
-        }
-    }
-
     @Test func rejectsBadParameters() {
         #expect(throws: ResidualCodec.CodecError.self) { try ResidualCodec.train(dim: 16, nbits: 3, residuals: [0.1]) }
         #expect(throws: ResidualCodec.CodecError.self) { try ResidualCodec(dim: 12, nbits: 1, bucketCutoffs: [0], bucketWeights: [0, 1]) }

@@ -30,7 +30,7 @@ import Testing
     }
 
     @Test(arguments: [1, 2, 4])
-    func normalisedLookupScoresEqualExhaustiveWhenEveryClusterIsProbed(nbits: Int) throws {
+    func normalisedScoresEqualExhaustiveWhenEveryClusterIsProbed(nbits: Int) throws {
         let f = try Fixture(nbits: nbits)
         let all = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 0, normalizeScores: true)
         for q in f.queries {
@@ -233,31 +233,6 @@ import Testing
 }
 
 @Suite struct KernelTests {
-    @Test(arguments: [(1, 16), (2, 16), (4, 16), (2, 128), (1, 128)])
-    func lookupTablesMatchTheCodecsTables(nbits: Int, dim: Int) throws {
-        var g = SplitMix64(seed: 5)
-        var q = (0..<dim).map { _ in Float(g.nextGaussian()) }
-        VectorMath.normalizeRows(&q, dim: dim)
-        let residuals = (0..<(dim * 50)).map { _ in Float(g.nextGaussian()) * 0.1 }
-        let codec = try ResidualCodec.train(dim: dim, nbits: nbits, residuals: residuals)
-        var mine = [Float](repeating: 0, count: codec.lookupTableSize)
-        var theirs = mine
-        codec.fillLookupTable(query: q, table: &theirs)
-        LookupTables.fill(codec: codec, query: q, table: &mine)
-        #expect(zip(mine, theirs).allSatisfy { abs($0 - $1) < 1e-5 })
-        // The table sum equals the residual dot product of a random code.
-        let code = (0..<codec.bytesPerVector).map { _ in UInt8(truncatingIfNeeded: g.next()) }
-        var decoded = [Float](repeating: 0, count: dim)
-        let zero = [Float](repeating: 0, count: dim)
-        code.withUnsafeBytes { codec.decode(codes: $0.baseAddress!, centroid: zero, into: &decoded, normalize: false) }
-        var want: Float = 0
-        for d in 0..<dim { want += q[d] * decoded[d] }
-        let got = mine.withUnsafeBufferPointer { t in
-            code.withUnsafeBytes { LookupTables.sum(t.baseAddress!, $0.baseAddress!, bytes: codec.bytesPerVector) }
-        }
-        #expect(abs(got - want) < 1e-4)
-    }
-
     @Test func topKKeepsTheBestAndBreaksTiesByIdAscending() {
         var top = TopK(capacity: 3)
         let items: [(UInt32, Float)] = [(9, 1), (3, 2), (7, 2), (1, 0.5), (2, 2), (5, 3), (4, 2)]

@@ -38,6 +38,18 @@ int ck_scores_packed(const float *packed, int rows, const float *d, int n, int d
 void ck_decode_residuals(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
                          const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms);
 
+/// Scores of n tokens of one cluster against m query rows, decompressing each token once for
+/// all of them. The code of token t is bytes_per_code bytes at codes + t * bytes_per_code, one
+/// nbits-bit bucket (nbits 1, 2 or 4) per dimension as `ResidualCodec` packs them, and
+/// `weights` holds the 2^nbits bucket values. `queries[i]` points at q_i (dim floats). With
+/// normalise 0, out[i * ldo + t] = bases[i] + dot(q_i, residual_t) (bases[i] being q_i's score
+/// with the centroid); otherwise dot(q_i, centroid + residual_t) / |centroid + residual_t|, the
+/// cosine with the normalised decompressed token (bases unused). A token's score does not depend
+/// on n or on its position among the n.
+void ck_cluster_scores(const unsigned char *codes, int bytes_per_code, int nbits, int n, const float *weights,
+                       const float *centroid, const float *const *queries, const float *bases, int m,
+                       int normalise, float *out, long ldo);
+
 /// The best `keep` of `count` scores in (score desc, index asc) order: their values into
 /// `scores_out` and indices into `ids_out` (`keep` entries of room each); returns how many
 /// (min(keep, count)). Once `keep` are held, a score enters only when above the worst kept.
@@ -69,6 +81,9 @@ void ck_softmax_rows(float *s, int rows, int cols, const float *key_mask);
 void ck_maxsim_rows_portable(const float *q, int rows, const float *d, int n, int dim, float *rowmax);
 void ck_decode_residuals_portable(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
                                   const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms);
+void ck_cluster_scores_portable(const unsigned char *codes, int bytes_per_code, int nbits, int n, const float *weights,
+                                const float *centroid, const float *const *queries, const float *bases, int m,
+                                int normalise, float *out, long ldo);
 void ck_gelu_portable(float *x, long count);
 void ck_softmax_rows_portable(float *s, int rows, int cols, const float *key_mask);
 
