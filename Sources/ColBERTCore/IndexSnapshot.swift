@@ -1,3 +1,4 @@
+import CKernels
 /// A run of one cluster's tokens as stored cluster-major (a chunk): `count` document ids, each
 /// `docBase` plus a UInt16 little-endian offset (ascending, possibly unaligned), then `count`
 /// packed residual codes of `bytesPerCode` bytes. Pointers are valid only inside the closure that
@@ -21,6 +22,13 @@ public struct ClusterView {
         docBase &+ UInt32(UInt16(littleEndian: docOffsets.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)))
     }
     @inlinable public func code(_ i: Int) -> UnsafeRawPointer { codes + i * bytesPerCode }
+
+    /// Asks for the cache lines of the document ids of `entries` ahead of a scan over them.
+    @inlinable public func prefetchDocumentIds(_ entries: Range<Int>) {
+        var o = entries.lowerBound * 2
+        let end = entries.upperBound * 2
+        while o < end { ck_prefetch(docOffsets + o); o += 64 }
+    }
 
     @inlinable func offset(_ i: Int) -> UInt16 {
         UInt16(littleEndian: docOffsets.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))

@@ -245,6 +245,9 @@ public enum MaxSimSearcher {
                     try scratch.scoreClusters(of: plan, index: index, worker: w, workers: workers, normalize: normalize)
                     for i in 0..<nq {
                         for j in 0..<probeCounts[i] {
+                            // The next probe's document ids are cold (pass one read only codes).
+                            let next = j + 1 < probeCounts[i] ? i * nprobe + j + 1 : (i + 1 < nq && probeCounts[i + 1] > 0 ? (i + 1) * nprobe : -1)
+                            if next >= 0 { try scratch.prefetchDocumentIds(ofProbe: next, plan: plan, index: index, worker: w, workers: workers) }
                             try scratch.takeScores(ofProbe: i * nprobe + j, plan: plan, index: index, worker: w, workers: workers,
                                                    allowed: allowed)
                         }
@@ -378,7 +381,8 @@ final class ScoringScratch: @unchecked Sendable {
     private var sum: UnsafeMutablePointer<Float>
     /// Last query token folded into `sum[d]`; -1 when d is not a candidate of this query.
     private var last: UnsafeMutablePointer<Int32>
-    /// Documents with a score for the current query token (each at most once: `capacity` slots).
+    /// Documents with a score for the current query token (each at most once, in `capacity` of
+    /// its `capacity + 1` slots).
     private var touched: UnsafeMutablePointer<UInt32>
     private var touchedCount = 0
     private var candidates: [UInt32] = []
@@ -399,7 +403,8 @@ final class ScoringScratch: @unchecked Sendable {
         sum.initialize(repeating: 0, count: max(1, capacity))
         last = .allocate(capacity: max(1, capacity))
         last.initialize(repeating: -1, count: max(1, capacity))
-        touched = .allocate(capacity: max(1, capacity))
+        // One slot more than there are documents: `take` stores before it knows whether to count.
+        touched = .allocate(capacity: max(1, capacity) + 1)
     }
 
     deinit {
@@ -506,6 +511,15 @@ final class ScoringScratch: @unchecked Sendable {
         }
     }
 
+    /// Asks for the cache lines of a probe's document ids (this worker's entries), ahead of its
+    /// `takeScores`.
+    func prefetchDocumentIds<S: IndexSnapshot>(ofProbe probe: Int, plan: ProbePlan, index: S, worker w: Int, workers: Int) throws {
+        let idBound = Int(index.documentIdBound)
+        try index.forEachClusterChunk(Int(plan.clusters[Int(plan.probeGroup[probe])])) { view in
+            view.prefetchDocumentIds(Self.share(of: view, worker: w, workers: workers, idBound: idBound))
+        }
+    }
+
     /// Grows the score store to `count` floats, keeping the first `used`.
     private func reserveScores(_ count: Int, keeping used: Int) {
         guard count > scoreCapacity else { return }
@@ -532,12 +546,12 @@ final class ScoringScratch: @unchecked Sendable {
             if let f = allowed, !f.contains(doc) { continue }
             let score = s[t]
             scored += 1
+            // Without branches: whether a document is new, and whether its score improves, are
+            // unpredictable.
             let old = best[d]
-            if old == -Float.infinity {
-                touched[touchedCount] = doc
-                touchedCount += 1
-            }
-            if score > old { best[d] = score }
+            touched[touchedCount] = doc
+            touchedCount &+= old == -Float.infinity ? 1 : 0
+            best[d] = Swift.max(old, score)
         }
         self.scored += scored
         self.touchedCount = touchedCount
