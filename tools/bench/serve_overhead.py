@@ -32,6 +32,9 @@ def main() -> int:
     ap.add_argument("--spin", action="store_true",
                     help="busy-poll the socket instead of sleeping in recv, so that the client's own wake-up "
                          "after a long wait (large on VMs) is not counted")
+    ap.add_argument("--idle-ms", type=float, default=20.0,
+                    help="pause before each of 100 extra pings (default 20, about a search's length): a ping "
+                         "that finds the server's thread parked since then pays its wake-up")
     args = ap.parse_args()
 
     texts = []
@@ -92,6 +95,16 @@ def main() -> int:
     if args.spin:
         sock.setblocking(False)
     pings = [call({"op": "ping"})[0] for _ in range(500)]
+    idle_pings = []
+    for _ in range(100):
+        # Busy-waits with --spin (this client stays awake), else sleeps.
+        if args.spin:
+            until = time.perf_counter() + args.idle_ms / 1000
+            while time.perf_counter() < until:
+                pass
+        else:
+            time.sleep(args.idle_ms / 1000)
+        idle_pings.append(call({"op": "ping"})[0])
     model = None
     vectors = []
     for t in texts:
@@ -99,7 +112,7 @@ def main() -> int:
         model = body["model"]
         vectors.append(body["embeddings"][0]["vectors"])
 
-    results = {"ping_p50_ms": percentile(pings, 50)}
+    results = {"ping_p50_ms": percentile(pings, 50), "ping_after_idle_p50_ms": percentile(idle_pings, 50)}
     kinds = [
         ("text", lambda i: {"op": "search", "query": texts[i], "k": args.k}),
         ("vectors", lambda i: {"op": "search", "vectors": vectors[i], "model": model, "k": args.k}),
@@ -124,7 +137,8 @@ def main() -> int:
     if args.json:
         print(json.dumps({k: round(v, 3) for k, v in results.items()}))
     else:
-        print(f"ping round trip p50 {results['ping_p50_ms']:.3f} ms")
+        print(f"ping round trip p50 {results['ping_p50_ms']:.3f} ms back to back, "
+              f"{results['ping_after_idle_p50_ms']:.3f} ms after {args.idle_ms:g} ms idle")
         for name, _ in kinds:
             print(f"search ({name}): round trip p50 {results[f'{name}_p50_ms']:.3f} ms; overhead (round trip - took_ms) "
                   f"p50 {results[f'{name}_overhead_p50_ms']:.3f}  p95 {results[f'{name}_overhead_p95_ms']:.3f}  "
