@@ -61,6 +61,17 @@ void ck_decode_residuals_portable(const unsigned char *codes, int bpc, const uns
 #ifndef CK_DECODE_AHEAD
 #define CK_DECODE_AHEAD 4
 #endif
+/* 1 / the norm whose squared halves are summed lane-wise in acc0 and acc1 (floored at 1e-12). */
+__attribute__((target("avx2,fma"), always_inline))
+static inline float inverse_norm(__m256 acc0, __m256 acc1) {
+    __m256 acc = _mm256_add_ps(acc0, acc1);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_hadd_ps(s, s);
+    s = _mm_hadd_ps(s, s);
+    float norm = sqrtf(_mm_cvtss_f32(s));
+    return 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+}
+
 /// 2-bit and 1-bit codes (4 or 8 dims per byte): eight dims per step from one or two table rows.
 __attribute__((target("avx2,fma")))
 static void decode_avx2(const unsigned char *codes, int bpc, const unsigned char *ids,
@@ -100,12 +111,7 @@ static void decode_avx2(const unsigned char *codes, int bpc, const unsigned char
                 if (p & 1) acc1 = _mm256_fmadd_ps(v, v, acc1); else acc0 = _mm256_fmadd_ps(v, v, acc0);
             }
         }
-        __m256 acc = _mm256_add_ps(acc0, acc1);
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        s = _mm_hadd_ps(s, s);
-        s = _mm_hadd_ps(s, s);
-        float norm = sqrtf(_mm_cvtss_f32(s));
-        inv_norms[j] = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+        inv_norms[j] = inverse_norm(acc0, acc1);
     }
 }
 
@@ -421,14 +427,7 @@ static void cluster_scores_avx2(const unsigned char *codes, int bpc, int nbits, 
                 decode_steps(b, bpc, 4, 0, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
             else
                 decode_steps(b, bpc, 4, 1, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
-            if (normalise) {
-                __m256 acc = _mm256_add_ps(acc0, acc1);
-                __m128 sum = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-                sum = _mm_hadd_ps(sum, sum);
-                sum = _mm_hadd_ps(sum, sum);
-                float norm = sqrtf(_mm_cvtss_f32(sum));
-                inv[r] = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
-            }
+            if (normalise) inv[r] = inverse_norm(acc0, acc1);
         }
         __m256 scale = _mm256_load_ps(inv);
         for (int i = 0; i < m; i++) {
