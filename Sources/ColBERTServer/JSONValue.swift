@@ -232,7 +232,8 @@ private struct JSONParser {
 
     /// Clinger's fast path for an already validated number: with at most 15 significant digits
     /// and a decimal exponent within ±22, mantissa and power of ten are exact Doubles, so one
-    /// multiplication or division gives the correctly rounded value. Nil when it does not apply.
+    /// multiplication or division gives the correctly rounded value; up to 19 digits go through
+    /// `extendedDouble`. Nil when neither applies.
     /// Pre-encoded query vectors are thousands of such numbers per request.
     @inline(__always)
     static func fastDouble(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> Double? {
@@ -249,7 +250,7 @@ private struct JSONParser {
                 seenPoint = true
             } else if c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") {
                 if mantissa != 0 || c != UInt8(ascii: "0") { digits += 1 }
-                if digits > 15 { return nil }
+                if digits > 19 { return nil }
                 mantissa = mantissa * 10 + UInt64(c - UInt8(ascii: "0"))
                 if seenPoint { scale -= 1 }
             } else {
@@ -269,10 +270,44 @@ private struct JSONParser {
             }
             scale += expNegative ? -e : e
         }
-        guard scale >= -22 && scale <= 22 else { return mantissa == 0 ? (negative ? -0.0 : 0.0) : nil }
-        var v = Double(mantissa)
-        v = scale < 0 ? v / exactPowers[-scale] : v * exactPowers[scale]
+        if mantissa == 0 { return negative ? -0.0 : 0.0 }
+        if digits <= 15 && scale >= -22 && scale <= 22 {
+            var v = Double(mantissa)
+            v = scale < 0 ? v / exactPowers[-scale] : v * exactPowers[scale]
+            return negative ? -v : v
+        }
+        guard let v = extendedDouble(mantissa, scale) else { return nil }
         return negative ? -v : v
+    }
+
+    #if arch(x86_64)
+    /// Exact powers of ten up to 10^27 in the 64-bit significand of `Float80` (5^27 < 2^64).
+    private static let exactPowers80: [Float80] = (0...27).map { k in
+        var p: Float80 = 1
+        for _ in 0..<k { p *= 10 }
+        return p
+    }
+    #endif
+
+    /// Up to 19 significant digits with a decimal exponent within ±27: what a float32 printed as
+    /// a Python float looks like (17 digits), the common form of pre-encoded query vectors. The
+    /// mantissa and the power of ten are exact in `Float80`, so one operation rounds once, to 64
+    /// bits; rounding that to a Double gives the correctly rounded value unless it lies within
+    /// one unit of the 64-bit result of a midpoint between two Doubles, which goes to `strtod`.
+    /// Nil when it does not apply (or on CPUs without `Float80`).
+    @inline(__always)
+    static func extendedDouble(_ mantissa: UInt64, _ scale: Int) -> Double? {
+        #if arch(x86_64)
+        guard scale >= -27 && scale <= 27 else { return nil }
+        let m = Float80(mantissa)
+        let v = scale < 0 ? m / exactPowers80[-scale] : m * exactPowers80[scale]
+        // The 11 significand bits below a Double's: 0x400 is a midpoint between two Doubles.
+        let low = v.significandBitPattern & 0x7FF
+        guard low < 0x3FF || low > 0x401 else { return nil }
+        return Double(v)
+        #else
+        return nil
+        #endif
     }
 
     /// Any other number: the C library's correctly rounded conversion, from a NUL-terminated

@@ -26,7 +26,14 @@ import Testing
             texts.append("\(Double(f))")      // what Python prints for a float32 read as a float
             texts.append("\(f)")              // shortest float32 text
             texts.append(String(format: "%.9e", Double(f)))
+            // 16 to 19 significant digits across the exponents the Float80 path takes (and past them).
+            let d = Double.random(in: 1...10, using: &g) * [1e-30, 1e-27, 1e-12, 1e-3, 1, 1e7, 1e20, 1e27, 1e30].randomElement(using: &g)!
+            texts.append(String(format: "%.15e", d))
+            texts.append(String(format: "%.18e", d))
+            texts.append(String(format: "%.17g", -d))
         }
+        // Halfway cases between two Doubles, written out exactly (2^53 + 1, 2^54 + 2, 1 + 2^-53).
+        texts += ["9007199254740993", "18014398509481986", "1.00000000000000011102230246251565404", "1.0000000000000001110223"]
         for t in texts {
             let want = Double(t)
             let got = try JSONValue.parse("[\(t)]").arrayValue?.first?.doubleValue
