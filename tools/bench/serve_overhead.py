@@ -2,7 +2,8 @@
 """Server overhead as a plain blocking client sees it.
 
 Sends `search` requests one at a time over the Unix socket of a running `colbert serve`, first as
-query text, then as pre-encoded vectors (from the server's own `encode` op), and reports per
+query text, then as pre-encoded vectors (from the server's own `encode` op, once as the server
+writes them and once widened to 17-digit doubles as numpy's tolist() gives them), and reports per
 request the round trip and the round trip minus the server's `took_ms` (the time it spent
 encoding and searching). That difference is what the socket, JSON framing and the server's thread
 hand-offs add over calling the search in process. Standard library only; no virtual environment.
@@ -12,6 +13,7 @@ hand-offs add over calling the search in process. Standard library only; no virt
 import argparse
 import json
 import socket
+import struct
 import sys
 import time
 
@@ -113,9 +115,13 @@ def main() -> int:
         vectors.append(body["embeddings"][0]["vectors"])
 
     results = {"ping_p50_ms": percentile(pings, 50), "ping_after_idle_p50_ms": percentile(idle_pings, 50)}
+    # A client holding float32 arrays sends them through tolist(): each value widened to a Python
+    # float and printed with up to 17 digits, not the ~9 the server itself writes.
+    widened = [[[struct.unpack("f", struct.pack("f", x))[0] for x in row] for row in v] for v in vectors]
     kinds = [
         ("text", lambda i: {"op": "search", "query": texts[i], "k": args.k}),
         ("vectors", lambda i: {"op": "search", "vectors": vectors[i], "model": model, "k": args.k}),
+        ("vectors_tolist", lambda i: {"op": "search", "vectors": widened[i], "model": model, "k": args.k}),
     ]
     for name, make in kinds:
         requests = [json.dumps(make(i)) for i in range(len(texts))]  # serialised before timing
