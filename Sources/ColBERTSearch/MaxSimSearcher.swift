@@ -141,7 +141,6 @@ public enum MaxSimSearcher {
             throw SearchError.invalidParameter("centroidScoreThreshold must be finite")
         }
         let K = index.centroidCount, dim = index.dim
-        let codec = index.codec
         guard k > 0, nq > 0, K > 0, index.documentCount > 0, allowed.map({ $0.count > 0 }) ?? true,
               let q = query.baseAddress, let C = index.centroids.baseAddress else { return [] }
         guard index.centroids.count >= K * dim else {
