@@ -223,12 +223,16 @@ private struct JSONParser {
         return d
     }
 
-    /// Exact powers of ten up to 10^22 (the largest exactly representable in a Double).
-    private static let exactPowers: [Double] = (0...22).map { k in
-        var p = 1.0
-        for _ in 0..<k { p *= 10 }
-        return p
+    /// 10^0 ... 10^k by repeated multiplication: exact as long as 10^k is (each step multiplies
+    /// an exact value by 10).
+    private static func powersOfTen<F: FloatingPoint & ExpressibleByIntegerLiteral>(through k: Int) -> [F] {
+        var powers: [F] = [1]
+        for _ in 0..<k { powers.append(powers[powers.count - 1] * 10) }
+        return powers
     }
+
+    /// Exact powers of ten up to 10^22 (the largest exactly representable in a Double).
+    private static let exactPowers: [Double] = powersOfTen(through: 22)
 
     /// Clinger's fast path for an already validated number: with at most 15 significant digits
     /// and a decimal exponent within ±22, mantissa and power of ten are exact Doubles, so one
@@ -282,11 +286,7 @@ private struct JSONParser {
 
     #if arch(x86_64)
     /// Exact powers of ten up to 10^27 in the 64-bit significand of `Float80` (5^27 < 2^64).
-    private static let exactPowers80: [Float80] = (0...27).map { k in
-        var p: Float80 = 1
-        for _ in 0..<k { p *= 10 }
-        return p
-    }
+    private static let exactPowers80: [Float80] = powersOfTen(through: 27)
     #endif
 
     /// Up to 19 significant digits with a decimal exponent within ±27: what a float32 printed as
