@@ -35,6 +35,12 @@ static inline uint32_t load_u32le(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* 1 / sqrt(squared_norm), the norm floored at 1e-12 (a zero vector scores 0, not NaN). */
+static inline float inverse_of_norm(float squared_norm) {
+    float norm = sqrtf(squared_norm);
+    return 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+}
+
 void ck_decode_residuals_portable(const unsigned char *codes, int bpc, const unsigned char *ids,
                                   const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
     int dim = bpc * per;
@@ -51,9 +57,7 @@ void ck_decode_residuals_portable(const unsigned char *codes, int bpc, const uns
                 if (k & 1) s1 += v * v; else s0 += v * v;
             }
         }
-        float norm = sqrtf(s0 + s1);
-        float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
-        inv_norms[j] = inv;
+        inv_norms[j] = inverse_of_norm(s0 + s1);
     }
 }
 
@@ -61,15 +65,14 @@ void ck_decode_residuals_portable(const unsigned char *codes, int bpc, const uns
 #ifndef CK_DECODE_AHEAD
 #define CK_DECODE_AHEAD 4
 #endif
-/* 1 / the norm whose squared halves are summed lane-wise in acc0 and acc1 (floored at 1e-12). */
+/* `inverse_of_norm` of the squared norm whose halves are summed lane-wise in acc0 and acc1. */
 __attribute__((target("avx2,fma"), always_inline))
 static inline float inverse_norm(__m256 acc0, __m256 acc1) {
     __m256 acc = _mm256_add_ps(acc0, acc1);
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     s = _mm_hadd_ps(s, s);
     s = _mm_hadd_ps(s, s);
-    float norm = sqrtf(_mm_cvtss_f32(s));
-    return 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+    return inverse_of_norm(_mm_cvtss_f32(s));
 }
 
 /// 2-bit and 1-bit codes (4 or 8 dims per byte): eight dims per step from one or two table rows.
@@ -315,8 +318,7 @@ void ck_cluster_scores_portable(const unsigned char *codes, int bpc, int nbits, 
                 float v = centroid[d] + residual_at(b, nbits, weights, d);
                 if (d & 1) s1 += v * v; else s0 += v * v;
             }
-            float norm = sqrtf(s0 + s1);
-            inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+            inv = inverse_of_norm(s0 + s1);
         }
         for (int i = 0; i < m; i++) {
             const float *q = queries[i];
@@ -333,12 +335,6 @@ void ck_cluster_scores_portable(const unsigned char *codes, int bpc, int nbits, 
 
 #ifdef CK_X86
 #define CK_CLUSTER_MAX_DIM 256
-/* Eight tokens at a time: decompressed into an 8-row block that stays in L1, then each query
-   row's dot products with the eight, by eight accumulators reduced together into one vector.
-   A token's eight dims per step come from its code bytes without a table in memory: PSHUFB puts
-   the step's bytes in every lane, a per-lane shift and mask give each lane's bucket, VPERMPS
-   picks the bucket's weight. Rows past the end are zero, so every token's sum takes the same
-   instructions wherever it sits in a block. */
 /* One token's residual (plus the centroid, and its squared norm into acc0/acc1, when NORM) into
    o, eight dims per step. Whole 16-byte chunks of the code are read in place; a shorter last
    chunk is copied to `spare` first so nothing past the code is read. */
@@ -373,6 +369,12 @@ static inline void decode_steps(const unsigned char *b, int bpc, const int NB, c
     }
 }
 
+/* Eight tokens at a time: decompressed into an 8-row block that stays in L1, then each query
+   row's dot products with the eight, by eight accumulators reduced together into one vector.
+   A token's eight dims per step come from its code bytes without a table in memory: PSHUFB puts
+   the step's bytes in every lane, a per-lane shift and mask give each lane's bucket, VPERMPS
+   picks the bucket's weight. Rows past the end are zero, so every token's sum takes the same
+   instructions wherever it sits in a block. */
 __attribute__((target("avx2,fma")))
 static void cluster_scores_avx2(const unsigned char *codes, int bpc, int nbits, int n, const float *weights,
                                 const float *centroid, const float *const *queries, const float *bases, int m,
@@ -380,8 +382,7 @@ static void cluster_scores_avx2(const unsigned char *codes, int bpc, int nbits, 
     const int per = 8 / nbits, dim = bpc * per, bps = nbits; /* bytes per 8-dim step */
     float block[8 * CK_CLUSTER_MAX_DIM] __attribute__((aligned(32)));
     float inv[8] __attribute__((aligned(32)));
-    unsigned char code[CK_CLUSTER_MAX_DIM / 2 + 16] __attribute__((aligned(16)));
-    memset(code, 0, sizeof code);
+    unsigned char spare[16] = { 0 }; /* a code's last chunk when shorter than 16 bytes */
     int shift[8];
     for (int j = 0; j < 8; j++) shift[j] = 8 * (j / per) + 8 - nbits * (j % per + 1);
     const __m256i shifts = _mm256_loadu_si256((const __m256i *)shift);
@@ -416,17 +417,17 @@ static void cluster_scores_avx2(const unsigned char *codes, int bpc, int nbits, 
             /* Specialised for the code width and the mode, so that the common case (2 bits, 32
                bytes) runs as straight-line code. */
             if (nbits == 2 && !normalise)
-                decode_steps(b, bpc, 2, 0, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
+                decode_steps(b, bpc, 2, 0, spare, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
             else if (nbits == 2)
-                decode_steps(b, bpc, 2, 1, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
+                decode_steps(b, bpc, 2, 1, spare, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
             else if (nbits == 1 && !normalise)
-                decode_steps(b, bpc, 1, 0, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
+                decode_steps(b, bpc, 1, 0, spare, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
             else if (nbits == 1)
-                decode_steps(b, bpc, 1, 1, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
+                decode_steps(b, bpc, 1, 1, spare, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
             else if (!normalise)
-                decode_steps(b, bpc, 4, 0, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
+                decode_steps(b, bpc, 4, 0, spare, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
             else
-                decode_steps(b, bpc, 4, 1, code, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
+                decode_steps(b, bpc, 4, 1, spare, ctrl, shifts, mask, wlo, whi, centroid, o, &acc0, &acc1);
             if (normalise) inv[r] = inverse_norm(acc0, acc1);
         }
         __m256 scale = _mm256_load_ps(inv);

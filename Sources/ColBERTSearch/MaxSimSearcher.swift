@@ -385,8 +385,8 @@ final class ScoringScratch: @unchecked Sendable {
     private var touched: UnsafeMutablePointer<UInt32>
     private var touchedCount = 0
     private var candidates: [UInt32] = []
-    /// This query's cluster scores (`scoreClusters`), and where each probed cluster's begin
-    /// (`ProbePlan` group order).
+    /// This query's cluster scores (`scoreClusters`), and where each probed cluster's scores
+    /// begin (`ProbePlan` group order).
     private var scores = UnsafeMutablePointer<Float>.allocate(capacity: 1)
     private var scoreCapacity = 1
     private var groupOffsets: [Int] = []

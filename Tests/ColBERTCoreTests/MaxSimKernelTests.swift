@@ -161,15 +161,15 @@ import Testing
 
         func centroid(of j: Int) -> Int { (j * 3) % (centroids.count / codec.dim) }
 
-        /// `ResidualCodec.decode(normalize: true)` of every token, row-major.
-        func normalisedByCodec() -> [Float] {
+        /// `ResidualCodec.decode(normalize:)` of every token, row-major.
+        func decodedByCodec(normalize: Bool = true) -> [Float] {
             let dim = codec.dim
             var out = [Float](repeating: 0, count: n * dim), row = [Float](repeating: 0, count: dim)
             for j in 0..<n {
                 codes.withUnsafeBytes { cb in
                     centroids.withUnsafeBufferPointer { cent in
                         codec.decode(codes: cb.baseAddress! + j * codec.bytesPerVector, centroid: cent.baseAddress! + centroid(of: j) * dim,
-                                     into: &row, normalize: true)
+                                     into: &row, normalize: normalize)
                     }
                 }
                 for d in 0..<dim { out[j * dim + d] = row[d] }
@@ -237,7 +237,7 @@ import Testing
     func decodeResidualsMatchCodec(nbits: Int) throws {
         let dim = 32
         let t = try encodedTokens(dim: dim, n: 9, K: 5, nbits: nbits)
-        let want = t.normalisedByCodec()
+        let want = t.decodedByCodec()
         for portable in [false, true] {
             let (rows, inverse) = t.decodeResiduals(portable: portable)
             for j in 0..<t.n {
@@ -254,7 +254,7 @@ import Testing
     func scaledMaxSimMatchesNormalised(nbits: Int) throws {
         let dim = 64
         let t = try encodedTokens(dim: dim, n: 23, K: 7, nbits: nbits)
-        let normalised = t.normalisedByCodec()
+        let normalised = t.decodedByCodec()
         let (rows, inverse) = t.decodeResiduals(portable: false)
         for queryRows in [1, 5, 16, 33] {
             let q = random(queryRows * dim, seed: UInt64(queryRows))
@@ -326,13 +326,7 @@ import Testing
             return out
         }
         for normalize in [false, true] {
-            var decoded = [Float](repeating: 0, count: t.n * dim), row = [Float](repeating: 0, count: dim)
-            for j in 0..<t.n {
-                t.codes.withUnsafeBytes { cb in
-                    codec.decode(codes: cb.baseAddress! + j * bpc, centroid: t.centroids, into: &row, normalize: normalize)
-                }
-                for d in 0..<dim { decoded[j * dim + d] = row[d] }
-            }
+            let decoded = t.decodedByCodec(normalize: normalize)
             for count in [1, 7, 8, 9, 21] {
                 for portable in [false, true] {
                     let out = scores(first: 0, count: count, rows: [0, 1, 2], normalize: normalize, portable: portable)
