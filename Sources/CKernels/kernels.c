@@ -540,6 +540,52 @@ int ck_select_top(const float *s, int count, int keep, float *sc, int *id) {
     return ck_select_top_portable(s, count, keep, sc, id);
 }
 
+static inline unsigned u16le(const unsigned char *p, long i) {
+    return (unsigned)p[2 * i] | ((unsigned)p[2 * i + 1] << 8);
+}
+
+/* Halves [0, n) to a window of at most 32 that holds the lower bound; returns its start. */
+static inline long lower_bound_window(const unsigned char *p, long *n, unsigned target) {
+    long base = 0, m = *n;
+    while (m > 32) {
+        long half = m / 2;
+        base = u16le(p, base + half - 1) < target ? base + half : base;
+        m -= half;
+    }
+    *n = m;
+    return base;
+}
+
+long ck_lower_bound_u16_portable(const unsigned char *p, long n, unsigned target) {
+    long base = lower_bound_window(p, &n, target), below = 0;
+    for (long i = 0; i < n; i++) below += u16le(p, base + i) < target;
+    return base + below;
+}
+
+#ifdef CK_X86
+__attribute__((target("avx2")))
+static long lower_bound_u16_avx2(const unsigned char *p, long n, unsigned target) {
+    if (target == 0) return 0;
+    long base = lower_bound_window(p, &n, target), below = 0, i = 0;
+    const unsigned char *w = p + 2 * base;
+    __m256i t1 = _mm256_set1_epi16((short)(target - 1));
+    for (; i + 16 <= n; i += 16) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(w + 2 * i));
+        __m256i at_most = _mm256_cmpeq_epi16(_mm256_min_epu16(x, t1), x);
+        below += __builtin_popcount((unsigned)_mm256_movemask_epi8(at_most)) / 2;
+    }
+    for (; i < n; i++) below += u16le(w, i) < target;
+    return base + below;
+}
+#endif
+
+long ck_lower_bound_u16(const unsigned char *p, long n, unsigned target) {
+#ifdef CK_X86
+    if (ck_uses_avx2()) return lower_bound_u16_avx2(p, n, target);
+#endif
+    return ck_lower_bound_u16_portable(p, n, target);
+}
+
 long ck_packed_query_floats(int rows, int dim) { return (long)((rows + 15) / 16) * 16 * dim; }
 
 #ifdef CK_X86

@@ -40,16 +40,7 @@ public struct ClusterView {
     public func firstEntry(atLeast doc: UInt32) -> Int {
         guard count > 0, doc > docBase else { return 0 }
         guard doc - docBase <= UInt32(UInt16.max) else { return count }
-        let target = UInt16(doc - docBase)
-        // Branch-free lower bound: the probes' outcomes are unpredictable, so conditional moves
-        // beat branches.
-        var base = 0, n = count
-        while n > 1 {
-            let half = n / 2
-            base = offset(base + half) < target ? base + half : base
-            n -= half
-        }
-        return base + (offset(base) < target ? 1 : 0)
+        return ck_lower_bound_u16(docOffsets.assumingMemoryBound(to: UInt8.self), count, doc - docBase)
     }
 
     /// Entries of `doc`: the range `lo..<hi` (empty when absent), by binary search.

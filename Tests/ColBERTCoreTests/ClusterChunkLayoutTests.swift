@@ -1,3 +1,4 @@
+import CKernels
 import ColBERTCore
 import Testing
 
@@ -30,6 +31,33 @@ import Testing
                     #expect(pages * 4096 - 16 - bytes < entry)
                 }
                 at += m
+            }
+        }
+    }
+
+    /// The lower bound over a chunk's 16-bit id offsets (dispatched and portable) equals a linear
+    /// count, for lengths around the halving window and the vector width, with repeats, the
+    /// extreme values and targets between, at and past the stored ones.
+    @Test func lowerBoundMatchesALinearCount() {
+        var rng = SplitMix64(seed: 11)
+        for n in Array(0...70) + [95, 96, 97, 128, 200, 511, 1000] {
+            var values: [UInt16] = []
+            var v = Int(rng.next() % 3 == 0 ? 0 : rng.next() % 2000)
+            for _ in 0..<n {
+                values.append(UInt16(min(v, 65_535)))
+                v += rng.next() % 4 == 0 ? 0 : Int(rng.next() % (n > 500 ? 60 : 1500))
+            }
+            if n > 2, rng.next() % 2 == 0 { values[n - 1] = 65_535 }
+            let bytes = values.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+            var targets: Set<UInt32> = [0, 1, 65_535]
+            for x in values { targets.formUnion([UInt32(x), UInt32(x) + 1, UInt32(x) &- 1]) }
+            for t in targets where t <= 65_535 {
+                let want = values.filter { UInt32($0) < t }.count
+                bytes.withUnsafeBufferPointer { b in
+                    let p = b.baseAddress ?? UnsafePointer(bitPattern: 1)!
+                    #expect(ck_lower_bound_u16(p, n, t) == want, "n \(n), target \(t)")
+                    #expect(ck_lower_bound_u16_portable(p, n, t) == want, "portable, n \(n), target \(t)")
+                }
             }
         }
     }

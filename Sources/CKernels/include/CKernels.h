@@ -56,6 +56,12 @@ void ck_cluster_scores(const unsigned char *codes, int bytes_per_code, int nbits
 int ck_select_top(const float *s, int count, int keep, float *scores_out, int *ids_out);
 int ck_select_top_portable(const float *s, int count, int keep, float *scores_out, int *ids_out);
 
+/// Lower bound in `n` ascending little-endian 16-bit values at `offsets`: how many are below
+/// `target`. Branch-free halving down to a short window, then a vector count over it, since the
+/// outcome of each probe is unpredictable and a mispredicted branch costs more than the loads.
+long ck_lower_bound_u16(const unsigned char *offsets, long n, unsigned target);
+long ck_lower_bound_u16_portable(const unsigned char *offsets, long n, unsigned target);
+
 /// A hint to fetch the cache line holding p (for reads), ahead of a scattered access.
 static inline void ck_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
 
