@@ -75,6 +75,29 @@ static inline float inverse_norm(__m256 acc0, __m256 acc1) {
     return inverse_of_norm(_mm_cvtss_f32(s));
 }
 
+/* One token of 2-bit or 1-bit codes (4 or 8 dims per byte): centroid c plus the residual of
+   code b into o, eight dims per step from one or two rows of `expand`; returns the inverse norm. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline float decode_token_avx2(const unsigned char *b, int bpc, const float *c, const float *expand, int per,
+                                      float *o) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    if (per == 4) {
+        for (int p = 0; p < bpc; p += 2) {
+            __m256 e = _mm256_set_m128(_mm_loadu_ps(expand + 4 * (int)b[p + 1]), _mm_loadu_ps(expand + 4 * (int)b[p]));
+            __m256 v = _mm256_add_ps(_mm256_loadu_ps(c + 4 * p), e);
+            _mm256_storeu_ps(o + 4 * p, v);
+            if (p & 2) acc1 = _mm256_fmadd_ps(v, v, acc1); else acc0 = _mm256_fmadd_ps(v, v, acc0);
+        }
+    } else {
+        for (int p = 0; p < bpc; p++) {
+            __m256 v = _mm256_add_ps(_mm256_loadu_ps(c + 8 * p), _mm256_loadu_ps(expand + 8 * (int)b[p]));
+            _mm256_storeu_ps(o + 8 * p, v);
+            if (p & 1) acc1 = _mm256_fmadd_ps(v, v, acc1); else acc0 = _mm256_fmadd_ps(v, v, acc0);
+        }
+    }
+    return inverse_norm(acc0, acc1);
+}
+
 /// 2-bit and 1-bit codes (4 or 8 dims per byte): eight dims per step from one or two table rows.
 __attribute__((target("avx2,fma")))
 static void decode_avx2(const unsigned char *codes, int bpc, const unsigned char *ids,
@@ -98,23 +121,7 @@ static void decode_avx2(const unsigned char *codes, int bpc, const unsigned char
                 for (int o = 0; o < dim * 4; o += 64) _mm_prefetch(row + o, _MM_HINT_T0);
             }
         }
-        float *o = out + (long)j * dim;
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        if (per == 4) {
-            for (int p = 0; p < bpc; p += 2) {
-                __m256 e = _mm256_set_m128(_mm_loadu_ps(expand + 4 * (int)b[p + 1]), _mm_loadu_ps(expand + 4 * (int)b[p]));
-                __m256 v = _mm256_add_ps(_mm256_loadu_ps(c + 4 * p), e);
-                _mm256_storeu_ps(o + 4 * p, v);
-                if (p & 2) acc1 = _mm256_fmadd_ps(v, v, acc1); else acc0 = _mm256_fmadd_ps(v, v, acc0);
-            }
-        } else {
-            for (int p = 0; p < bpc; p++) {
-                __m256 v = _mm256_add_ps(_mm256_loadu_ps(c + 8 * p), _mm256_loadu_ps(expand + 8 * (int)b[p]));
-                _mm256_storeu_ps(o + 8 * p, v);
-                if (p & 1) acc1 = _mm256_fmadd_ps(v, v, acc1); else acc0 = _mm256_fmadd_ps(v, v, acc0);
-            }
-        }
-        inv_norms[j] = inverse_norm(acc0, acc1);
+        inv_norms[j] = decode_token_avx2(b, bpc, c, expand, per, out + (long)j * dim);
     }
 }
 
@@ -269,6 +276,74 @@ static void scores_packed_avx2(const float *packed, int rows, const float *d, in
     }
 }
 
+/* Tokens decoded per call of the tile loop in maxsim_runs_avx2: seven 6-row tiles, at most
+   43 KB at 256 dims, beside the 16 KB packed query. */
+#define CK_RUN_BLOCK 42
+#define CK_RUN_MAX_DIM 256
+#ifndef CK_RUN_ROWS_AHEAD
+#define CK_RUN_ROWS_AHEAD 8
+#endif
+
+/* The tiles of maxsim_packed_avx2 over a block of decoded tokens that belong to different
+   documents: each token's 16-row columns are scaled by its inverse norm and raised into its
+   owner's row of maxima. The same products, scaling and maxima as document by document. */
+__attribute__((target("avx2,fma")))
+static void maxsim_block_scatter(const float *packed, int rows, const float *d, int n, int dim, const float *scale,
+                                 const int *owner, float *rowmax, long ldr) {
+    int blocks = (rows + 15) / 16;
+    __m256 acc[12];
+    const float *tr[6];
+    for (int j = 0; j < n; j += 6) {
+        tile_rows(d, j, n, dim, tr);
+        int cols = n - j < 6 ? n - j : 6;
+        for (int b = 0; b < blocks; b++) {
+            tile16x6(packed + (long)b * dim * 16, tr, dim, acc);
+            for (int t = 0; t < cols; t++) {
+                __m256 f = _mm256_set1_ps(scale[j + t]);
+                float *m = rowmax + (long)owner[j + t] * ldr + 16 * b;
+                _mm256_storeu_ps(m, _mm256_max_ps(_mm256_loadu_ps(m), _mm256_mul_ps(acc[2 * t], f)));
+                _mm256_storeu_ps(m + 8, _mm256_max_ps(_mm256_loadu_ps(m + 8), _mm256_mul_ps(acc[2 * t + 1], f)));
+            }
+        }
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void maxsim_runs_avx2(const float *packed, int rows, const ck_token_run *runs, long nruns, int bpc, int per,
+                             const float *centroids, const float *expand, float *rowmax, long ldr) {
+    const int dim = bpc * per;
+    float block[CK_RUN_BLOCK * CK_RUN_MAX_DIM] __attribute__((aligned(32)));
+    float inv[CK_RUN_BLOCK];
+    int owner[CK_RUN_BLOCK];
+    int filled = 0;
+    for (long r = 0; r < nruns; r++) {
+        /* Runs come in centroid order, so the centroid rows are read forward; their codes lie
+           in many places of the map. */
+        if (r + 8 < nruns) {
+            const unsigned char *ahead = runs[r + 8].codes;
+            _mm_prefetch((const char *)ahead, _MM_HINT_T0);
+            _mm_prefetch((const char *)ahead + (long)runs[r + 8].count * bpc - 1, _MM_HINT_T0);
+        }
+        /* Centroid rows are read forward but with gaps, which the hardware prefetcher does not
+           follow: a new row is asked for a few runs ahead. */
+        if (r + CK_RUN_ROWS_AHEAD < nruns && runs[r + CK_RUN_ROWS_AHEAD].centroid != runs[r + CK_RUN_ROWS_AHEAD - 1].centroid) {
+            const char *row = (const char *)(centroids + (long)runs[r + CK_RUN_ROWS_AHEAD].centroid * dim);
+            for (int o = 0; o < dim * 4; o += 64) _mm_prefetch(row + o, _MM_HINT_T0);
+        }
+        const ck_token_run run = runs[r];
+        const float *c = centroids + (long)run.centroid * dim;
+        for (int t = 0; t < run.count; t++) {
+            inv[filled] = decode_token_avx2(run.codes + (long)t * bpc, bpc, c, expand, per, block + (long)filled * dim);
+            owner[filled] = run.owner;
+            if (++filled == CK_RUN_BLOCK) {
+                maxsim_block_scatter(packed, rows, block, filled, dim, inv, owner, rowmax, ldr);
+                filled = 0;
+            }
+        }
+    }
+    if (filled > 0) maxsim_block_scatter(packed, rows, block, filled, dim, inv, owner, rowmax, ldr);
+}
+
 static int avx2_state = -1;
 
 int ck_uses_avx2(void) {
@@ -285,6 +360,26 @@ int ck_uses_avx2(void) {
 #else
 int ck_uses_avx2(void) { return 0; }
 #endif
+
+int ck_maxsim_runs_available(int bytes_per_code, int per) {
+#ifdef CK_X86
+    return ((per == 4 && bytes_per_code % 2 == 0) || per == 8) && bytes_per_code * per <= CK_RUN_MAX_DIM && ck_uses_avx2();
+#else
+    (void)bytes_per_code; (void)per;
+    return 0;
+#endif
+}
+
+int ck_maxsim_runs(const float *packed, int rows, const ck_token_run *runs, long nruns, int bytes_per_code, int per,
+                   const float *centroids, const float *expand, float *rowmax, long ldr) {
+    if (!ck_maxsim_runs_available(bytes_per_code, per)) return 0;
+#ifdef CK_X86
+    if (rows > 0) maxsim_runs_avx2(packed, rows, runs, nruns, bytes_per_code, per, centroids, expand, rowmax, ldr);
+#else
+    (void)packed; (void)rows; (void)runs; (void)nruns; (void)centroids; (void)expand; (void)rowmax; (void)ldr;
+#endif
+    return 1;
+}
 
 void ck_decode_residuals(const unsigned char *codes, int bytes_per_code, const unsigned char *centroid_ids,
                          const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {

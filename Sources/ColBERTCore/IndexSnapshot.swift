@@ -188,6 +188,22 @@ public struct DocumentView {
     @inlinable public func code(_ i: Int) -> UnsafeRawPointer { codes + i * bytesPerCode }
 }
 
+/// Many documents' tokens as runs (consecutive tokens of one document in one cluster), for
+/// scoring without first copying each document's codes together. A store lists them by centroid,
+/// so that decoding reads the centroid table forward.
+public struct DocumentTokenRuns {
+    /// `owner` of a run is its document's position in the requested ids. Valid only inside the
+    /// closure that provided them.
+    public let runs: UnsafeBufferPointer<ck_token_run>
+    /// Per requested id: its number of tokens, or nil when the id is not live.
+    public let tokenCounts: [Int?]
+
+    public init(runs: UnsafeBufferPointer<ck_token_run>, tokenCounts: [Int?]) {
+        self.runs = runs
+        self.tokenCounts = tokenCounts
+    }
+}
+
 /// Read access to one consistent snapshot of a compressed token index. Search is written against
 /// this protocol; the LMDB index provides it from a read transaction, tests from memory.
 public protocol IndexSnapshot {
@@ -213,6 +229,9 @@ public protocol IndexSnapshot {
     func withDocuments<R>(_ docIds: [UInt32], _ body: ([DocumentView?]) throws -> R) throws -> R
     /// `withDocuments`, gathering on up to `workers` threads when the store can.
     func withDocuments<R>(_ docIds: [UInt32], workers: Int, _ body: ([DocumentView?]) throws -> R) throws -> R
+    /// The tokens of many documents as runs (see `DocumentTokenRuns`), located on up to
+    /// `workers` threads when the store can.
+    func withDocumentRuns<R>(_ docIds: [UInt32], workers: Int, _ body: (DocumentTokenRuns) throws -> R) throws -> R
     /// Visits every live document in increasing internal id order.
     func forEachDocument(_ body: (UInt32, DocumentView) throws -> Void) throws
     /// Sets up whatever `forEachClusterChunk` needs, on the calling thread, before several
@@ -225,5 +244,29 @@ extension IndexSnapshot {
 
     public func withDocuments<R>(_ docIds: [UInt32], workers: Int, _ body: ([DocumentView?]) throws -> R) throws -> R {
         try withDocuments(docIds, body)
+    }
+
+    /// Runs cut from the documents' views: one per stretch of tokens with the same centroid, in
+    /// document order (correct for any store; a store that can list them by centroid should).
+    public func withDocumentRuns<R>(_ docIds: [UInt32], workers: Int, _ body: (DocumentTokenRuns) throws -> R) throws -> R {
+        try withDocuments(docIds, workers: workers) { views in
+            var runs: [ck_token_run] = []
+            var counts: [Int?] = []
+            counts.reserveCapacity(views.count)
+            for (k, view) in views.enumerated() {
+                guard let view else { counts.append(nil); continue }
+                counts.append(view.count)
+                var t = 0
+                while t < view.count {
+                    let c = view.centroidId(t)
+                    var end = t + 1
+                    while end < view.count && view.centroidId(end) == c { end += 1 }
+                    runs.append(ck_token_run(codes: view.code(t).assumingMemoryBound(to: UInt8.self),
+                                             count: Int32(end - t), owner: Int32(k), centroid: c))
+                    t = end
+                }
+            }
+            return try runs.withUnsafeBufferPointer { try body(DocumentTokenRuns(runs: $0, tokenCounts: counts)) }
+        }
     }
 }

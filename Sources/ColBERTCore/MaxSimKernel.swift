@@ -101,6 +101,28 @@ public enum MaxSimKernel {
         }
     }
 
+    /// Whether `maxSimOfRuns` has a vector path for this codec on this CPU.
+    public static func canScoreRuns(codec: ResidualCodec, query: PackedRows) -> Bool {
+        query.splitsExactly && codec.bytesPerVector * codec.dimsPerByte == query.dim
+            && ck_maxsim_runs_available(Int32(codec.bytesPerVector), Int32(codec.dimsPerByte)) != 0
+    }
+
+    /// Raises `rowMax[owner * stride + i]` to every token's normalised score with query row i,
+    /// for the runs given, each token decompressed once: the same values as `decodeResiduals`
+    /// then `rowMaxima(..., scales:)` per document. `stride` must be at least `query.rows`
+    /// rounded up to 16. Only where `canScoreRuns` holds; returns false otherwise.
+    public static func maxSimOfRuns(_ query: PackedRows, runs: UnsafeBufferPointer<ck_token_run>, codec: ResidualCodec,
+                                    centroids: UnsafePointer<Float>, expansion: UnsafePointer<Float>,
+                                    rowMax: UnsafeMutablePointer<Float>, stride: Int) -> Bool {
+        guard canScoreRuns(codec: codec, query: query) else { return false }
+        precondition(stride >= (query.rows + 15) / 16 * 16)
+        guard let first = runs.baseAddress, !runs.isEmpty else { return true }
+        return query.packed.withUnsafeBufferPointer { p in
+            ck_maxsim_runs(p.baseAddress!, Int32(query.rows), first, runs.count, Int32(codec.bytesPerVector),
+                           Int32(codec.dimsPerByte), centroids, expansion, rowMax, stride) != 0
+        }
+    }
+
     /// Decompresses `count` tokens into `out` (`count × dim` floats): row j is
     /// `centroids[centroidIds[j]] + residual(codes[j])`, the residual of code byte b being
     /// `expansion[b * dimsPerByte ..< (b + 1) * dimsPerByte]`, and `inverseNorms[j]` is 1 / the

@@ -54,7 +54,7 @@ final class ClusterDirectory: @unchecked Sendable {
     /// Appends where the tokens of `doc` in cluster `c` lie (one run per chunk holding any)
     /// and returns how many there are.
     @inline(__always)
-    func locate(doc: UInt32, cluster c: Int, position k: Int32, into runs: inout [TokenRun]) -> Int {
+    func locate(doc: UInt32, cluster c: Int, position k: Int32, into runs: inout [ck_token_run]) -> Int {
         let lo = first[c], hi = first[c + 1]
         // First chunk whose last id is >= doc, then forward while chunks start at or below it.
         var a = lo, b = hi
@@ -68,7 +68,8 @@ final class ClusterDirectory: @unchecked Sendable {
             let v = chunks[j]
             let r = v.entries(of: doc)
             if !r.isEmpty {
-                runs.append(TokenRun(codes: v.code(r.lowerBound), count: Int32(r.count), position: k, centroid: UInt32(c)))
+                runs.append(ck_token_run(codes: v.code(r.lowerBound).assumingMemoryBound(to: UInt8.self), count: Int32(r.count),
+                                         owner: k, centroid: UInt32(c)))
                 found += r.count
             }
             j += 1
@@ -92,7 +93,7 @@ final class ClusterDirectory: @unchecked Sendable {
 final class GatherShare: @unchecked Sendable {
     // @unchecked: each share is written by one worker at a time; the hand-overs between the
     // locate pass, the start offsets and the copy pass are separated by the pool's barriers.
-    var runs: [TokenRun] = []
+    var runs: [ck_token_run] = []
     var located: [Int] = []
     var start: [Int] = []
 }
@@ -103,13 +104,12 @@ struct GatherOutput: @unchecked Sendable {
     let codes: UnsafeMutableRawPointer
 }
 
-/// Consecutive tokens of one document in one chunk: where their codes lie in the map.
-struct TokenRun {
-    let codes: UnsafeRawPointer
-    let count: Int32
-    /// Position of the document in the requested ids.
-    let position: Int32
-    let centroid: UInt32
+/// What `locateRuns` found: per share its runs in centroid order, and per document where its
+/// tokens start in a gathered buffer and whether it is live.
+struct LocatedRuns {
+    let shares: [GatherShare]
+    let tokenStart: [Int]
+    let live: [Bool]
 }
 
 /// A code copy without a library call: codes are a few dozen bytes, copied once per token.
@@ -206,6 +206,59 @@ public struct IndexReadSnapshot: IndexSnapshot {
     /// (centroid, document) pairs; a document's tokens still come out in centroid order.
     public func withDocuments<R>(_ docIds: [UInt32], workers: Int, _ body: ([DocumentView?]) throws -> R) throws -> R {
         let bpc = index.codec.bytesPerVector
+        let located = try locateRuns(docIds, workers: workers)
+        let shares = located.shares, tokenStart = located.tokenStart
+        let total = tokenStart[docIds.count]
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, total * (4 + bpc)), alignment: 16)
+        defer { buffer.deallocate() }
+        let codes = buffer + 4 * total
+        // Each share writes its runs of document k from where the previous shares' end.
+        var cursor = tokenStart
+        for share in shares {
+            share.start = cursor
+            for k in docIds.indices { cursor[k] += share.located[k] }
+        }
+        let out = GatherOutput(buffer: buffer, codes: codes)
+        let copy: @Sendable (Int) -> Void = { w in
+            let share = shares[w]
+            let runs = share.runs
+            var filled = share.start
+            let copyAhead = 16
+            for (i, run) in runs.enumerated() {
+                if i + copyAhead < runs.count { ck_prefetch(runs[i + copyAhead].codes) }
+                let k = Int(run.owner), n = Int(run.count)
+                var at = filled[k]
+                for t in 0..<n {
+                    out.buffer.storeBytes(of: run.centroid.littleEndian, toByteOffset: 4 * at, as: UInt32.self)
+                    copyCode(from: run.codes + t * bpc, to: out.codes + bpc * at, bytes: bpc)
+                    at += 1
+                }
+                filled[k] = at
+            }
+        }
+        if shares.count == 1 { copy(0) } else { DispatchQueue.concurrentPerform(iterations: shares.count, execute: copy) }
+        var views: [DocumentView?] = []
+        views.reserveCapacity(docIds.count)
+        for k in docIds.indices {
+            guard located.live[k] else { views.append(nil); continue }
+            let s = tokenStart[k], n = tokenStart[k + 1] - s
+            views.append(DocumentView(count: n, centroidIds: UnsafeRawPointer(buffer + 4 * s), codes: UnsafeRawPointer(codes + bpc * s), bytesPerCode: bpc))
+        }
+        return try body(views)
+    }
+
+    /// The documents' runs straight from their clusters, in centroid order, without copying codes.
+    public func withDocumentRuns<R>(_ docIds: [UInt32], workers: Int, _ body: (DocumentTokenRuns) throws -> R) throws -> R {
+        let located = try locateRuns(docIds, workers: workers)
+        let counts: [Int?] = docIds.indices.map { located.live[$0] ? located.tokenStart[$0 + 1] - located.tokenStart[$0] : nil }
+        let runs = located.shares.count == 1 ? located.shares[0].runs : located.shares.flatMap(\.runs)
+        return try runs.withUnsafeBufferPointer { try body(DocumentTokenRuns(runs: $0, tokenCounts: counts)) }
+    }
+
+    /// Where every token of the documents lies: each document's record gives its centroids; the
+    /// (centroid, document) pairs, sorted by centroid, are located in their clusters in shares
+    /// of up to `workers` threads. Throws when a record and its clusters disagree.
+    private func locateRuns(_ docIds: [UInt32], workers: Int) throws -> LocatedRuns {
         let d = try directory()
         var tokenStart = [Int](repeating: 0, count: docIds.count + 1)
         var live = [Bool](repeating: false, count: docIds.count)
@@ -241,20 +294,14 @@ public struct IndexReadSnapshot: IndexSnapshot {
             sortedCentroid[at] = c
             fill[Int(c)] += 1
         }
-        let total = tokenStart[docIds.count]
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, total * (4 + bpc)), alignment: 16)
-        defer { buffer.deallocate() }
-        let codes = buffer + 4 * total
-        // Two passes, so that memory latency overlaps: first every run's place (binary searches
-        // over id offsets, prefetched a few clusters ahead), then the copies, each run's codes
-        // prefetched several runs ahead.
+        // Memory latency overlaps: each pair's cluster is prefetched a few pairs ahead.
         let pairs = sortedDoc.count
         let parts = max(1, min(workers, pairs / 2048))
         let shares = (0..<parts).map { _ in GatherShare() }
         let orderedDocs = sortedDoc, orderedCentroids = sortedCentroid
         let locate: @Sendable (Int) -> Void = { w in
             let p0 = pairs * w / parts, p1 = pairs * (w + 1) / parts
-            var runs: [TokenRun] = []
+            var runs: [ck_token_run] = []
             runs.reserveCapacity((p1 - p0) + (p1 - p0) / 4)
             var located = [Int](repeating: 0, count: docIds.count)
             let ahead = 8
@@ -267,42 +314,12 @@ public struct IndexReadSnapshot: IndexSnapshot {
             shares[w].located = located
         }
         if parts == 1 { locate(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: locate) }
-        // Each share writes its runs of document k from where the previous shares' end.
-        var cursor = tokenStart
-        for share in shares {
-            share.start = cursor
-            for k in docIds.indices { cursor[k] += share.located[k] }
+        var found = [Int](repeating: 0, count: docIds.count)
+        for share in shares { for k in docIds.indices { found[k] += share.located[k] } }
+        for k in docIds.indices where found[k] != tokenStart[k + 1] - tokenStart[k] {
+            throw IndexError.corrupt("document \(docIds[k]): its record has \(tokenStart[k + 1] - tokenStart[k]) tokens, its clusters \(found[k])")
         }
-        for k in docIds.indices where cursor[k] != tokenStart[k + 1] {
-            throw IndexError.corrupt("document \(docIds[k]): its record has \(tokenStart[k + 1] - tokenStart[k]) tokens, its clusters \(cursor[k] - tokenStart[k])")
-        }
-        let out = GatherOutput(buffer: buffer, codes: codes)
-        let copy: @Sendable (Int) -> Void = { w in
-            let share = shares[w]
-            let runs = share.runs
-            var filled = share.start
-            let copyAhead = 16
-            for (i, run) in runs.enumerated() {
-                if i + copyAhead < runs.count { ck_prefetch(runs[i + copyAhead].codes) }
-                let k = Int(run.position), n = Int(run.count)
-                var at = filled[k]
-                for t in 0..<n {
-                    out.buffer.storeBytes(of: run.centroid.littleEndian, toByteOffset: 4 * at, as: UInt32.self)
-                    copyCode(from: run.codes + t * bpc, to: out.codes + bpc * at, bytes: bpc)
-                    at += 1
-                }
-                filled[k] = at
-            }
-        }
-        if parts == 1 { copy(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: copy) }
-        var views: [DocumentView?] = []
-        views.reserveCapacity(docIds.count)
-        for k in docIds.indices {
-            guard live[k] else { views.append(nil); continue }
-            let s = tokenStart[k], n = tokenStart[k + 1] - s
-            views.append(DocumentView(count: n, centroidIds: UnsafeRawPointer(buffer + 4 * s), codes: UnsafeRawPointer(codes + bpc * s), bytesPerCode: bpc))
-        }
-        return try body(views)
+        return LocatedRuns(shares: shares, tokenStart: tokenStart, live: live)
     }
 
     /// Tokens come grouped by centroid (ascending), as `withDocuments` gathers them; MaxSim

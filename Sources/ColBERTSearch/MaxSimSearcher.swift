@@ -311,12 +311,71 @@ public enum MaxSimSearcher {
     static func rerank<S: IndexSnapshot>(
         _ docs: [UInt32], query: PackedRows, index: S, k: Int, workers: Int
     ) throws -> [ScoredDocument] {
+        if MaxSimKernel.canScoreRuns(codec: index.codec, query: query) {
+            return try rerankByRuns(docs, query: query, index: index, k: k, workers: workers)
+        }
         let slots = (0..<max(1, min(workers, docs.count))).map { _ in
             ExactSlot(dim: index.dim, codec: index.codec, rows: query.rows, queries: 1, k: k)
         }
         try scoreExactly(docs, query: query, offsets: [0, query.rows], index: index, slots: slots)
         return merged(slots, query: 0, k: k)
     }
+}
+
+extension MaxSimSearcher {
+    /// `rerank` straight from the documents' runs in their clusters: no copy of each document's
+    /// codes, and the centroid table read forward. Each worker raises the maxima of its share of
+    /// the runs in its own table; the tables are merged by maximum, so the scores equal the
+    /// document-by-document ones for any number of workers.
+    static func rerankByRuns<S: IndexSnapshot>(
+        _ docs: [UInt32], query: PackedRows, index: S, k: Int, workers: Int
+    ) throws -> [ScoredDocument] {
+        guard let C = index.centroids.baseAddress, !docs.isEmpty, query.rows > 0 else { return [] }
+        let stride = (query.rows + 15) / 16 * 16
+        let expand = index.codec.expansionTable()
+        return try index.withDocumentRuns(docs, workers: workers) { gathered in
+            let runs = gathered.runs
+            let parts = max(1, min(workers, runs.count / 1024))
+            let tables = (0..<parts).map { _ in RowMaxTable(count: docs.count * stride) }
+            try expand.withUnsafeBufferPointer { e in
+                let failed = Atomic<Bool>(false)
+                runWorkers(parts) { w in
+                    let share = UnsafeBufferPointer(rebasing: runs[runs.count * w / parts ..< runs.count * (w + 1) / parts])
+                    if !MaxSimKernel.maxSimOfRuns(query, runs: share, codec: index.codec, centroids: C,
+                                                  expansion: e.baseAddress!, rowMax: tables[w].values, stride: stride) {
+                        failed.store(true, ordering: .relaxed)
+                    }
+                }
+                if failed.load(ordering: .relaxed) { throw SearchError.invalidParameter("the exact re-rank has no vector path for this codec") }
+            }
+            // The tables own the memory read below: they must outlive the reads.
+            return withExtendedLifetime(tables) {
+                let merged = tables[0].values
+                for table in tables.dropFirst() {
+                    for i in 0..<docs.count * stride { merged[i] = max(merged[i], table.values[i]) }
+                }
+                var top = TopK(capacity: k)
+                for (j, count) in gathered.tokenCounts.enumerated() {
+                    guard let count, count > 0 else { continue }
+                    var total: Float = 0
+                    for r in 0..<query.rows { total += merged[j * stride + r] }
+                    top.insert(ScoredDocument(docId: docs[j], score: total))
+                }
+                return top.sorted()
+            }
+        }
+    }
+}
+
+/// One worker's maxima per (document, query row), starting at -inf.
+final class RowMaxTable: @unchecked Sendable {
+    // @unchecked: each table is written by one worker, then read after the workers have joined.
+    let values: UnsafeMutablePointer<Float>
+    init(count: Int) {
+        values = .allocate(capacity: max(1, count))
+        values.initialize(repeating: -.infinity, count: max(1, count))
+    }
+    deinit { values.deallocate() }
 }
 
 /// A query's probes grouped by cluster, so that each probed cluster is scored once for all the

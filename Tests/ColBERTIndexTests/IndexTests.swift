@@ -88,6 +88,43 @@ import Testing
         #expect(stats.meanReconstructionError ?? 1 < [1: 0.6, 2: 0.45, 4: 0.25][nbits]!)
     }
 
+    /// The runs of a set of documents, read from their clusters without copying, hold exactly
+    /// each document's tokens (centroid and code) as the gathered views do, listed by centroid.
+    @Test func documentRunsHoldTheGatheredTokens() throws {
+        let dir = TempDir()
+        try Fixtures.writeCorpus(Fixtures.documents(120), to: dir.file("c.jsonl"))
+        _ = try IndexBuilder(encoder: encoder, options: smallOptions()).build(corpus: dir.file("c.jsonl"), index: dir.file("idx"))
+        let index = try ColBERTIndex.open(at: dir.file("idx"))
+        try index.withSnapshot { s in
+            let bpc = s.codec.bytesPerVector
+            // Live ids in a scrambled order, one id that was never assigned, one repeated.
+            var ids = (0..<s.documentIdBound).reversed().filter { $0 % 3 != 1 }
+            ids.insert(s.documentIdBound + 5, at: 4)
+            ids.append(ids[0])
+            typealias Token = [UInt8]
+            func tokens(_ centroid: UInt32, _ code: UnsafeRawPointer) -> Token {
+                withUnsafeBytes(of: centroid.littleEndian) { Array($0) } + Array(UnsafeRawBufferPointer(start: code, count: bpc))
+            }
+            let want: [[Token]?] = try s.withDocuments(ids) { views in
+                views.map { v in v.map { v in (0..<v.count).map { tokens(v.centroidId($0), v.code($0)) }.sorted { $0.lexicographicallyPrecedes($1) } } }
+            }
+            for workers in [1, 2] {
+                try s.withDocumentRuns(ids, workers: workers) { got in
+                    #expect(got.tokenCounts == want.map { $0?.count })
+                    #expect(zip(got.runs, got.runs.dropFirst()).allSatisfy { $0.centroid <= $1.centroid })
+                    var byDoc = [[Token]](repeating: [], count: ids.count)
+                    for run in got.runs {
+                        #expect(run.count > 0)
+                        for t in 0..<Int(run.count) { byDoc[Int(run.owner)].append(tokens(run.centroid, run.codes + t * bpc)) }
+                    }
+                    for (k, w) in want.enumerated() {
+                        #expect(byDoc[k].sorted { $0.lexicographicallyPrecedes($1) } == (w ?? []), "document \(ids[k])")
+                    }
+                }
+            }
+        }
+    }
+
     @Test func clustersMatchDocumentsAndCompact() throws {
         let dir = TempDir()
         try Fixtures.writeCorpus(Fixtures.documents(90), to: dir.file("c.jsonl"))

@@ -49,6 +49,21 @@ import Testing
         }
     }
 
+    /// The re-rank scores documents from their token runs (no copy of their codes, blocks of
+    /// tokens from many documents): at the model's width, with two 16-row query blocks and the
+    /// runs split between workers, its scores equal the document-by-document exhaustive ones.
+    @Test func rerankFromTokenRunsEqualsExhaustive() throws {
+        let f = try Fixture(documents: 400, dim: 128, nbits: 2, centroidCount: 16, queries: 2, queryTokens: 32)
+        let p = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 1000)
+        for q in f.queries {
+            let want = try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 50)
+            for threads in [1, 2] {
+                let got = try MaxSimSearcher.search(query: q, in: f.index, k: 50, parameters: p, threads: threads)
+                #expect(got == want, "threads \(threads)")
+            }
+        }
+    }
+
     @Test(arguments: MissingSimilarity.allCases, [false, true])
     func partialProbingImputesMissingSimilarity(missing: MissingSimilarity, normalize: Bool) throws {
         let f = try Fixture(documents: 60, centroidCount: 12)
@@ -244,3 +259,4 @@ import Testing
         #expect(none.sorted().isEmpty)
     }
 }
+

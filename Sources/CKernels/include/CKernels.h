@@ -30,6 +30,28 @@ int ck_maxsim_packed(const float *packed, int rows, const float *d, int n, int d
 /// of the (large) d. Returns 0, writing nothing, when there is no vector path on this CPU.
 int ck_scores_packed(const float *packed, int rows, const float *d, int n, int dim, float *out, long ldo, int accumulate);
 
+/// Consecutive tokens of one document in one cluster: their packed codes (count x
+/// bytes_per_code bytes), the document's place among those being scored, the cluster's centroid.
+typedef struct {
+    const unsigned char *codes;
+    int count;
+    int owner;
+    unsigned centroid;
+} ck_token_run;
+
+/// Whether `ck_maxsim_runs` has a vector path for this code width on this CPU.
+int ck_maxsim_runs_available(int bytes_per_code, int per);
+
+/// Exact MaxSim maxima of many documents from their token runs, in any order: for every token t
+/// of run r and query row i in [0, rows), rowmax[runs[r].owner * ldr + i] is raised to
+/// dot(q_i, v_t) / |v_t|, v_t = centroid + residual decoded as `ck_decode_residuals` does, q
+/// packed by `ck_pack_query`. The values equal those of `ck_decode_residuals` then
+/// `ck_maxsim_packed` with the inverse norms, document by document. ldr must be at least rows
+/// rounded up to 16 (whole 16-row blocks are written; rows past `rows` get 0-products).
+/// Returns 0, touching nothing, when `ck_maxsim_runs_available` is 0.
+int ck_maxsim_runs(const float *packed, int rows, const ck_token_run *runs, long nruns, int bytes_per_code, int per,
+                   const float *centroids, const float *expand, float *rowmax, long ldr);
+
 /// Decompresses n tokens: out row j = centroid + residual, where the centroid is row
 /// centroid_ids[j] of `centroids` (n little-endian u32, any alignment) and the residual of code
 /// byte b is `expand[b * per ..< (b + 1) * per]` (per = dims per byte); inv_norms[j] = 1 / the
