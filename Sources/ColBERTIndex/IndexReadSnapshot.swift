@@ -77,6 +77,15 @@ final class ClusterDirectory: @unchecked Sendable {
         return found
     }
 
+    /// Asks for `c`'s first chunk descriptor and last id, ahead of `prefetch(cluster:)`, which
+    /// reads the descriptor (a 700 KB array on SciFact: its loads stalled).
+    @inline(__always)
+    func prefetchDescriptor(cluster c: Int) {
+        let j = first[c]
+        chunks.withUnsafeBufferPointer { if let b = $0.baseAddress { ck_prefetch(b + j) } }
+        lastDocs.withUnsafeBufferPointer { if let b = $0.baseAddress { ck_prefetch(b + j) } }
+    }
+
     /// Asks for the lines of `c`'s first chunk's id offsets (up to four) ahead of a `locate`.
     @inline(__always)
     func prefetch(cluster c: Int) {
@@ -304,8 +313,9 @@ public struct IndexReadSnapshot: IndexSnapshot {
             var runs: [ck_token_run] = []
             runs.reserveCapacity((p1 - p0) + (p1 - p0) / 4)
             var located = [Int](repeating: 0, count: docIds.count)
-            let ahead = 8
+            let ahead = 8, farther = 20
             for p in p0..<p1 {
+                if p + farther < p1 { d.prefetchDescriptor(cluster: Int(orderedCentroids[p + farther])) }
                 if p + ahead < p1 { d.prefetch(cluster: Int(orderedCentroids[p + ahead])) }
                 let k = Int(orderedDocs[p])
                 located[k] += d.locate(doc: docIds[k], cluster: Int(orderedCentroids[p]), position: Int32(k), into: &runs)
