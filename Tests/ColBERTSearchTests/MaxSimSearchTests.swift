@@ -49,15 +49,21 @@ import Testing
         }
     }
 
-    /// The re-rank scores documents from their token runs (no copy of their codes, blocks of
-    /// tokens from many documents): at the model's width, with two 16-row query blocks and the
-    /// runs split between workers, its scores equal the document-by-document exhaustive ones.
-    @Test func rerankFromTokenRunsEqualsExhaustive() throws {
+    /// The re-rank and the exhaustive search score documents from their token runs (no copy of
+    /// their codes, blocks of tokens from many documents): at the model's width, with two 16-row
+    /// query blocks and the runs split between workers, the scores equal the document-by-document
+    /// ones bit for bit.
+    @Test func exactScoresFromTokenRunsEqualDocumentByDocument() throws {
         let f = try Fixture(documents: 400, dim: 128, nbits: 2, centroidCount: 16, queries: 2, queryTokens: 32)
         let p = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 1000)
         for q in f.queries {
-            let want = try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 50)
+            let packed = PackedRows(q.vectors, rows: q.count, dim: f.dim)
+            let slots = [MaxSimSearcher.ExactSlot(dim: f.dim, codec: f.index.codec, rows: q.count, queries: 1, k: 50)]
+            try MaxSimSearcher.scoreExactly(f.ids, query: packed, offsets: [0, q.count], index: f.index, slots: slots)
+            let want = MaxSimSearcher.merged(slots, query: 0, k: 50)
+            #expect(want.count == 50)
             for threads in [1, 2] {
+                #expect(try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 50, threads: threads) == want, "threads \(threads)")
                 let got = try MaxSimSearcher.search(query: q, in: f.index, k: 50, parameters: p, threads: threads)
                 #expect(got == want, "threads \(threads)")
             }
