@@ -53,8 +53,10 @@ import Testing
     /// their codes, blocks of tokens from many documents): at the model's width, with two 16-row
     /// query blocks and the runs split between workers, the scores equal the document-by-document
     /// ones bit for bit.
-    @Test func exactScoresFromTokenRunsEqualDocumentByDocument() throws {
-        let f = try Fixture(documents: 400, dim: 128, nbits: 2, centroidCount: 16, queries: 2, queryTokens: 32)
+    /// (4-bit codes have no runs kernel: they take the document-by-document path, also checked.)
+    @Test(arguments: [1, 2, 4])
+    func exactScoresFromTokenRunsEqualDocumentByDocument(nbits: Int) throws {
+        let f = try Fixture(documents: 400, dim: 128, nbits: nbits, centroidCount: 16, queries: 2, queryTokens: 32)
         let p = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 1000)
         for q in f.queries {
             let packed = PackedRows(q.vectors, rows: q.count, dim: f.dim)
