@@ -218,6 +218,10 @@ static inline void transpose8x8(const __m256 *in, __m256 *out) {
     out[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
+#ifndef CK_SHORT_ROW
+#define CK_SHORT_ROW 256
+#endif
+
 __attribute__((target("avx2,fma")))
 static void scores_packed_avx2(const float *packed, int rows, const float *d, int n, int dim, float *out, long ldo,
                                int accumulate) {
@@ -234,11 +238,18 @@ static void scores_packed_avx2(const float *packed, int rows, const float *d, in
                hardware prefetcher, which would otherwise start it with a miss (a query's Linear
                layers read 42 MB of weights from memory: +10% in a one-thread probe; 4 or 8
                lines did no better). */
-            if (j + 12 <= n)
+            if (dim <= CK_SHORT_ROW) {
+                /* Short rows (a centroid table, read once per query from memory): the whole
+                   rows of the tile after next, which are contiguous. */
+                if (j + 18 <= n) {
+                    const char *rows = (const char *)(d + (long)(j + 12) * dim);
+                    for (long o = 0; o < 6L * dim * 4; o += 64) _mm_prefetch(rows + o, _MM_HINT_T0);
+                }
+            } else if (j + 12 <= n)
                 for (int t = 0; t < 6; t++) {
                     const char *row = (const char *)(d + (long)(j + 6 + t) * dim);
                     _mm_prefetch(row, _MM_HINT_T0);
-                    if (dim > 16) _mm_prefetch(row + 64, _MM_HINT_T0);
+                    _mm_prefetch(row + 64, _MM_HINT_T0);
                 }
             for (int b = 0; b < gb; b++) {
                 int block = g + b;
