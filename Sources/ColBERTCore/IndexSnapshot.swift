@@ -30,6 +30,13 @@ public struct ClusterView {
         while o < end { ck_prefetch(docOffsets + o); o += 64 }
     }
 
+    /// Asks for the first lines of the codes of `entries` (up to 16 codes), ahead of scoring them.
+    @inlinable public func prefetchCodes(_ entries: Range<Int>) {
+        var o = entries.lowerBound * bytesPerCode
+        let end = min(entries.upperBound, entries.lowerBound + 16) * bytesPerCode
+        while o < end { ck_prefetch(codes + o); o += 64 }
+    }
+
     @inlinable func offset(_ i: Int) -> UInt16 {
         UInt16(littleEndian: docOffsets.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
     }

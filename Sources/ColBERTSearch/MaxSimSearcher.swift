@@ -534,6 +534,12 @@ final class ScoringScratch: @unchecked Sendable {
                         let c = Int(plan.clusters[u])
                         let group = plan.groupStart[u], m = plan.groupStart[u + 1] - group
                         groupOffsets.append(cursor)
+                        // The next cluster's first codes, which the kernel would otherwise start on cold.
+                        if u + 1 < plan.clusterCount {
+                            try index.forEachClusterChunk(Int(plan.clusters[u + 1])) { view in
+                                view.prefetchCodes(Self.share(of: view, worker: w, workers: workers, idBound: idBound))
+                            }
+                        }
                         try index.forEachClusterChunk(c) { view in
                             guard view.bytesPerCode == bytesPerCode else {
                                 throw SearchError.invalidParameter("cluster \(c) has \(view.bytesPerCode)-byte codes, the codec expects \(bytesPerCode)")
