@@ -372,9 +372,16 @@ int ck_uses_avx2(void) {
 int ck_uses_avx2(void) { return 0; }
 #endif
 
+#ifdef CK_X86
+/* Whether decode_token_avx2 handles this code width (and the CPU runs it). */
+static int decode_avx2_fits(int bytes_per_code, int per) {
+    return ((per == 4 && bytes_per_code % 2 == 0) || per == 8) && ck_uses_avx2();
+}
+#endif
+
 int ck_maxsim_runs_available(int bytes_per_code, int per) {
 #ifdef CK_X86
-    return ((per == 4 && bytes_per_code % 2 == 0) || per == 8) && bytes_per_code * per <= CK_RUN_MAX_DIM && ck_uses_avx2();
+    return bytes_per_code * per <= CK_RUN_MAX_DIM && decode_avx2_fits(bytes_per_code, per);
 #else
     (void)bytes_per_code; (void)per;
     return 0;
@@ -396,7 +403,7 @@ void ck_decode_residuals(const unsigned char *codes, int bytes_per_code, const u
                          const float *centroids, const float *expand, int per, int n, float *out, float *inv_norms) {
     if (n <= 0 || bytes_per_code <= 0) return;
 #ifdef CK_X86
-    if (((per == 4 && bytes_per_code % 2 == 0) || per == 8) && ck_uses_avx2()) {
+    if (decode_avx2_fits(bytes_per_code, per)) {
         decode_avx2(codes, bytes_per_code, centroid_ids, centroids, expand, per, n, out, inv_norms);
         return;
     }

@@ -110,16 +110,16 @@ public enum MaxSimKernel {
     /// Raises `rowMax[owner * stride + i]` to every token's normalised score with query row i,
     /// for the runs given, each token decompressed once: the same values as `decodeResiduals`
     /// then `rowMaxima(..., scales:)` per document. `stride` must be at least `query.rows`
-    /// rounded up to 16. Only where `canScoreRuns` holds; returns false otherwise.
+    /// rounded up to 16. Only where `canScoreRuns` holds.
     public static func maxSimOfRuns(_ query: PackedRows, runs: UnsafeBufferPointer<ck_token_run>, codec: ResidualCodec,
                                     centroids: UnsafePointer<Float>, expansion: UnsafePointer<Float>,
-                                    rowMax: UnsafeMutablePointer<Float>, stride: Int) -> Bool {
-        guard canScoreRuns(codec: codec, query: query) else { return false }
+                                    rowMax: UnsafeMutablePointer<Float>, stride: Int) {
+        precondition(canScoreRuns(codec: codec, query: query), "no runs kernel for this codec on this CPU")
         precondition(stride >= (query.rows + 15) / 16 * 16)
-        guard let first = runs.baseAddress, !runs.isEmpty else { return true }
-        return query.packed.withUnsafeBufferPointer { p in
-            ck_maxsim_runs(p.baseAddress!, Int32(query.rows), first, runs.count, Int32(codec.bytesPerVector),
-                           Int32(codec.dimsPerByte), centroids, expansion, rowMax, stride) != 0
+        guard let first = runs.baseAddress, !runs.isEmpty else { return }
+        query.packed.withUnsafeBufferPointer { p in
+            _ = ck_maxsim_runs(p.baseAddress!, Int32(query.rows), first, runs.count, Int32(codec.bytesPerVector),
+                               Int32(codec.dimsPerByte), centroids, expansion, rowMax, stride)
         }
     }
 

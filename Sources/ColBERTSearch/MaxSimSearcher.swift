@@ -336,46 +336,31 @@ extension MaxSimSearcher {
         return try index.withDocumentRuns(docs, workers: workers) { gathered in
             let runs = gathered.runs
             let parts = max(1, min(workers, runs.count / 1024))
-            let tables = (0..<parts).map { _ in RowMaxTable(count: docs.count * stride) }
-            try expand.withUnsafeBufferPointer { e in
-                let failed = Atomic<Bool>(false)
+            let perPart = docs.count * stride
+            // Worker w's maxima are `tables[w * perPart ..< (w + 1) * perPart]`.
+            let tables = UnsafeMutablePointer<Float>.allocate(capacity: parts * perPart)
+            tables.initialize(repeating: -.infinity, count: parts * perPart)
+            defer { tables.deallocate() }
+            expand.withUnsafeBufferPointer { e in
                 runWorkers(parts) { w in
                     let share = UnsafeBufferPointer(rebasing: runs[runs.count * w / parts ..< runs.count * (w + 1) / parts])
-                    if !MaxSimKernel.maxSimOfRuns(query, runs: share, codec: index.codec, centroids: C,
-                                                  expansion: e.baseAddress!, rowMax: tables[w].values, stride: stride) {
-                        failed.store(true, ordering: .relaxed)
-                    }
+                    MaxSimKernel.maxSimOfRuns(query, runs: share, codec: index.codec, centroids: C,
+                                              expansion: e.baseAddress!, rowMax: tables + w * perPart, stride: stride)
                 }
-                if failed.load(ordering: .relaxed) { throw SearchError.invalidParameter("the exact re-rank has no vector path for this codec") }
             }
-            // The tables own the memory read below: they must outlive the reads.
-            return withExtendedLifetime(tables) {
-                let merged = tables[0].values
-                for table in tables.dropFirst() {
-                    for i in 0..<docs.count * stride { merged[i] = max(merged[i], table.values[i]) }
-                }
-                var top = TopK(capacity: k)
-                for (j, count) in gathered.tokenCounts.enumerated() {
-                    guard let count, count > 0 else { continue }
-                    var total: Float = 0
-                    for r in 0..<query.rows { total += merged[j * stride + r] }
-                    top.insert(ScoredDocument(docId: docs[j], score: total))
-                }
-                return top.sorted()
+            for w in 1..<parts {
+                for i in 0..<perPart { tables[i] = max(tables[i], tables[w * perPart + i]) }
             }
+            var top = TopK(capacity: k)
+            for (j, count) in gathered.tokenCounts.enumerated() {
+                guard let count, count > 0 else { continue }
+                var total: Float = 0
+                for r in 0..<query.rows { total += tables[j * stride + r] }
+                top.insert(ScoredDocument(docId: docs[j], score: total))
+            }
+            return top.sorted()
         }
     }
-}
-
-/// One worker's maxima per (document, query row), starting at -inf.
-final class RowMaxTable: @unchecked Sendable {
-    // @unchecked: each table is written by one worker, then read after the workers have joined.
-    let values: UnsafeMutablePointer<Float>
-    init(count: Int) {
-        values = .allocate(capacity: max(1, count))
-        values.initialize(repeating: -.infinity, count: max(1, count))
-    }
-    deinit { values.deallocate() }
 }
 
 /// A query's probes grouped by cluster, so that each probed cluster is scored once for all the
