@@ -21,16 +21,18 @@ func printSearchReport(_ r: SearchBenchmark.Report, k: Int, parameters p: Search
                                 "max_ms": r.latency.max, "mean_ms": r.latency.mean, "cpu_p50_ms": r.cpuP50,
                                 "qps": qpsAll, "qps_1_thread": r.qps, "threads": r.batchThreads,
                                 "recall@\(k)": r.recallAtK, "exhaustive_ms_per_query": r.exhaustiveMean,
-                                "nprobe": p.nprobe, "rerank": p.rerankDepth, "k": k]
+                                "nprobe": p.nprobe, "rerank": p.rerankDepth, "k": k, "reranked": r.stages.reranked]
+        if let m = p.rerankMargin { o["rerank_margin"] = m }
         for (key, v) in extra { o[key] = v }
         printJSONLine(o)
     } else {
         for (key, v) in extra.sorted(by: { $0.key < $1.key }) { print("\(key): \(v)") }
         print("search without encoding, 1 thread: \(r.latency.text)  (thread CPU p50 \(String(format: "%.3f", r.cpuP50)))")
         print(String(format: "QPS: %.1f at 1 thread, %.1f at %d threads", r.qps, qpsAll, r.batchThreads))
-        print(String(format: "recall@%d vs exhaustive: %.4f  (nprobe %d, rerank %d; exhaustive %.1f ms/query)",
-                     k, r.recallAtK, p.nprobe, p.rerankDepth, r.exhaustiveMean))
-        print("mean stage ms: \(stageText(r.stages)); \(r.stages.candidates) candidates, \(r.stages.scoredTokens) tokens scored")
+        let margin = p.rerankMargin.map { String(format: " stopping at margin %g", $0) } ?? ""
+        print(String(format: "recall@%d vs exhaustive: %.4f  (nprobe %d, rerank %d%@; exhaustive %.1f ms/query)",
+                     k, r.recallAtK, p.nprobe, p.rerankDepth, margin, r.exhaustiveMean))
+        print("mean stage ms: \(stageText(r.stages)); \(r.stages.candidates) candidates, \(r.stages.scoredTokens) tokens scored, \(r.stages.reranked) re-ranked")
     }
 }
 

@@ -7,6 +7,8 @@ import Foundation
 struct SearchTuningOptions: ParsableArguments {
     @Option(name: .long, help: "Clusters probed per query token.") var nprobe: Int?
     @Option(name: .long, help: "Candidates re-scored exactly (0: approximate scores only).") var rerank: Int?
+    @Option(name: .long, help: "Stop the re-rank once later candidates are unlikely to enter the top k: the allowance per query token on top of the largest error seen.") var rerankMargin: Float?
+    @Flag(name: .long, help: "Re-rank all --rerank candidates (no early stop).") var rerankAll = false
     @Option(name: .long, help: "Skip probed clusters whose centroid score is below this.") var centroidThreshold: Float?
     @Option(name: .long, help: "Worker threads (default: all cores).") var threads: Int?
     @Option(name: .long, help: "Imputation for query tokens with no probed token of a document: bestUnselected, lastSelected or zero.") var missing: String?
@@ -15,6 +17,8 @@ struct SearchTuningOptions: ParsableArguments {
     func validate() throws {
         if let nprobe, nprobe < 1 { throw ValidationError("--nprobe must be at least 1") }
         if let rerank, rerank < 0 { throw ValidationError("--rerank must not be negative") }
+        if let rerankMargin, !(rerankMargin.isFinite && rerankMargin >= 0) { throw ValidationError("--rerank-margin must be a finite number >= 0") }
+        if rerankAll && rerankMargin != nil { throw ValidationError("give --rerank-margin or --rerank-all, not both") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if let centroidThreshold, !centroidThreshold.isFinite { throw ValidationError("--centroid-threshold must be finite") }
         if let missing, MissingSimilarity(rawValue: missing) == nil {
@@ -26,6 +30,8 @@ struct SearchTuningOptions: ParsableArguments {
         var p = SearchParameters.defaults(k: k)
         if let nprobe { p.nprobe = nprobe }
         if let rerank { p.rerankDepth = rerank }
+        if let rerankMargin { p.rerankMargin = rerankMargin }
+        if rerankAll { p.rerankMargin = nil }
         if let centroidThreshold { p.centroidScoreThreshold = centroidThreshold }
         if let missing, let m = MissingSimilarity(rawValue: missing) { p.missingSimilarity = m }
         if normalizeScores { p.normalizeScores = true }

@@ -137,6 +137,9 @@ public enum MaxSimSearcher {
         try validate(query: query, queryTokens: nq, index: index, k: k)
         guard p.nprobe >= 1 else { throw SearchError.invalidParameter("nprobe must be >= 1 (got \(p.nprobe))") }
         guard p.rerankDepth >= 0 else { throw SearchError.invalidParameter("rerankDepth must be >= 0 (got \(p.rerankDepth))") }
+        if let m = p.rerankMargin, !(m.isFinite && m >= 0) {
+            throw SearchError.invalidParameter("rerankMargin must be finite and >= 0")
+        }
         if let t = p.centroidScoreThreshold, !t.isFinite {
             throw SearchError.invalidParameter("centroidScoreThreshold must be finite")
         }
@@ -287,7 +290,14 @@ public enum MaxSimSearcher {
         }
 
         // (5) Exact re-rank of the shortlist from decompressed, normalised tokens.
-        let result = try rerank(approximate.map(\.docId), query: packedQuery, index: index, k: k, workers: workers)
+        let result: [ScoredDocument]
+        if let margin = p.rerankMargin {
+            result = try rerankUntilSettled(approximate, margin: margin * Float(nq), query: packedQuery,
+                                            index: index, k: k, workers: workers, timings: &timings)
+        } else {
+            result = try rerank(approximate.map(\.docId), query: packedQuery, index: index, k: k, workers: workers)
+            timings.reranked += approximate.count
+        }
         let t6 = nowSeconds()
         timings.rerank += t6 - t5
         timings.total += t6 - start
@@ -305,6 +315,35 @@ public enum MaxSimSearcher {
                 TopScores.select(s, count: count, keep: keep, scores: sb.baseAddress!, ids: ib.baseAddress!)
             }
         }
+    }
+
+    /// The re-rank of `rerankMargin`: `approximate` (in result order) re-scored block by block
+    /// until no later candidate is likely to enter the top `k` (see `SearchParameters.rerankMargin`).
+    static func rerankUntilSettled<S: IndexSnapshot>(
+        _ approximate: [ScoredDocument], margin: Float, query: PackedRows, index: S, k: Int, workers: Int,
+        timings: inout SearchTimings
+    ) throws -> [ScoredDocument] {
+        var top = TopK(capacity: k)
+        // The largest (exact − approximate) among the re-scored candidates.
+        var underestimate = -Float.infinity
+        var next = 0
+        while next < approximate.count {
+            let block = approximate[next ..< min(approximate.count, next + SearchParameters.rerankBlock)]
+            let exact = try rerank(block.map(\.docId), query: query, index: index, k: block.count, workers: workers)
+            var approximateScore: [UInt32: Float] = [:]
+            for d in block { approximateScore[d.docId] = d.score }
+            for d in exact {
+                top.insert(d)
+                if let a = approximateScore[d.docId] { underestimate = max(underestimate, d.score - a) }
+            }
+            next = block.endIndex
+            if next < approximate.count, top.heap.count == k,
+               let kth = top.heap.first, kth.score > approximate[next].score + underestimate + margin {
+                break
+            }
+        }
+        timings.reranked += next
+        return top.sorted()
     }
 
     /// Exact MaxSim of the given documents, top `k` of them in result order.

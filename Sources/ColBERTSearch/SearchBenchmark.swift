@@ -30,11 +30,11 @@ public enum SearchBenchmark {
             let s = stages
             var text = """
             pruned k=\(k) nprobe=\(parameters.nprobe) threshold=\(parameters.centroidScoreThreshold.map { "\($0)" } ?? "none") \
-            rerank=\(parameters.rerankDepth) missing=\(parameters.missingSimilarity.rawValue) threads=\(threads) queries=\(queries)
+            rerank=\(parameters.rerankDepth) margin=\(parameters.rerankMargin.map { "\($0)" } ?? "none") missing=\(parameters.missingSimilarity.rawValue) threads=\(threads) queries=\(queries)
               latency ms: \(latency.text); thread CPU p50 \(f(cpuP50))
               stages ms: centroids \(f(s.centroidScores)) select \(f(s.selection)) group \(f(s.grouping)) \
             scoring \(f(s.scoring)) reduce \(f(s.reduction)) rerank \(f(s.rerank)); \
-            candidates \(s.candidates) tokens scored \(s.scoredTokens)
+            candidates \(s.candidates) tokens scored \(s.scoredTokens) re-ranked \(s.reranked)
               recall@\(k) vs exhaustive: \(String(Int((recallAtK * 10000).rounded())).paddedFraction) \
             exhaustive mean ms: \(f(exhaustiveMean))
             """

@@ -238,9 +238,53 @@ import Testing
         #expect(throws: SearchError.self) {
             try MaxSimSearcher.search(query: q, in: f.index, k: -1)
         }
+        for margin: Float in [-0.1, .nan, .infinity] {
+            #expect(throws: SearchError.self) {
+                try MaxSimSearcher.search(query: q, in: f.index, k: 3,
+                                          parameters: SearchParameters(nprobe: 2, rerankDepth: 8, rerankMargin: margin))
+            }
+        }
         #expect(throws: SearchError.queryShape(values: 80, tokens: 4, dim: 16)) {
             try q.vectors.withUnsafeBufferPointer {
                 try MaxSimSearcher.search(query: $0, queryTokens: 4, in: f.index, k: 3)
+            }
+        }
+    }
+
+    /// With exact first-stage scores (every cluster probed, normalised) no candidate is
+    /// underestimated, so a zero margin stops after the first block, with exhaustive's top k;
+    /// a huge margin never stops early.
+    @Test func earlyStoppingRerankStopsOnceTheTopKIsSettled() throws {
+        let f = try Fixture(documents: 120)
+        for q in f.queries {
+            let want = try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 5)
+            var p = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 100, rerankMargin: 0, normalizeScores: true)
+            let (settled, t) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5, parameters: p)
+            #expect(settled == want)
+            #expect(t.reranked == SearchParameters.rerankBlock)
+            p.rerankMargin = 1e6
+            let (all, tAll) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5, parameters: p, threads: 2)
+            #expect(all == want)
+            #expect(tAll.reranked == 100)
+        }
+    }
+
+    /// With rough first-stage scores, whatever the margin, every returned score is the exact one
+    /// and the order is the result order; a margin too large to stop equals the full re-rank.
+    @Test(arguments: [1, 2, 4])
+    func earlyStoppingRerankReturnsExactScores(nbits: Int) throws {
+        let f = try Fixture(documents: 150, nbits: nbits, queryTokens: 8)
+        for q in f.queries {
+            let exact = Dictionary(uniqueKeysWithValues: try MaxSimSearcher.exhaustive(query: q, in: f.index, k: 150).map { ($0.docId, $0.score) })
+            let full = try MaxSimSearcher.search(query: q, in: f.index, k: 10, parameters: SearchParameters(nprobe: 2, rerankDepth: 80))
+            for margin: Float in [0, 0.01, 1e6] {
+                let p = SearchParameters(nprobe: 2, rerankDepth: 80, rerankMargin: margin)
+                let (got, t) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 10, parameters: p)
+                #expect(got.count == 10)
+                #expect(got.allSatisfy { exact[$0.docId] == $0.score })
+                #expect(zip(got, got.dropFirst()).allSatisfy { ScoredDocument.ranksBefore($0, $1) })
+                #expect(t.reranked >= SearchParameters.rerankBlock && t.reranked <= 80)
+                if margin == 1e6 { #expect(got == full && t.reranked == 80) }
             }
         }
     }

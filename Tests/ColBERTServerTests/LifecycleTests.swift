@@ -15,16 +15,7 @@ private func makeStaleSocket(_ path: String) throws {
     #else
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
     #endif
-    var addr = sockaddr_un()
-    addr.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
-    withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-        raw.copyBytes(from: bytes)
-        raw[bytes.count] = 0
-    }
-    let rc = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-    }
+    let rc = withUnixAddress(path) { bind(fd, $0, $1) }
     close(fd)
     guard rc == 0 else { throw RawSocketError.failed("bind", errno) }
 }
