@@ -305,7 +305,7 @@ public struct IndexReadSnapshot: IndexSnapshot {
         }
         // Memory latency overlaps: each pair's cluster is prefetched a few pairs ahead.
         let pairs = sortedDoc.count
-        let parts = max(1, min(workers, pairs / 2048))
+        let parts = max(1, min(workers, pairs / 1024))
         let shares = (0..<parts).map { _ in GatherShare() }
         let orderedDocs = sortedDoc, orderedCentroids = sortedCentroid
         let locate: @Sendable (Int) -> Void = { w in
