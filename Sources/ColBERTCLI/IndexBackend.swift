@@ -51,31 +51,31 @@ struct IndexBackend: RetrievalBackend {
 
     /// A request's `params` over the defaults for `k`; whether it asks for exhaustive search.
     static func searchParameters(_ parameters: [String: JSONValue], k: Int) throws -> (SearchParameters, exhaustive: Bool) {
-            var params = SearchParameters.defaults(k: k)
-            var exhaustive = false
-            for (name, value) in parameters {
-                switch name {
-                case "nprobe":
-                    guard let v = value.intValue, v >= 1, v <= 4096 else { throw BackendError(.badRequest, "params.nprobe must be an integer in 1...4096") }
-                    params.nprobe = v
-                case "rerank":
-                    guard let v = value.intValue, v >= 0, v <= 100_000 else { throw BackendError(.badRequest, "params.rerank must be an integer in 0...100000") }
-                    params.rerankDepth = v
-                case "rerank_margin":
-                    if value.isNull { params.rerankMargin = nil; continue }
-                    guard let v = value.doubleValue, v.isFinite, v >= 0, v <= 1000 else { throw BackendError(.badRequest, "params.rerank_margin must be a number in 0...1000 or null") }
-                    params.rerankMargin = Float(v)
-                case "centroid_score_threshold":
-                    if value.isNull { params.centroidScoreThreshold = nil; continue }
-                    guard let v = value.doubleValue, v.isFinite else { throw BackendError(.badRequest, "params.centroid_score_threshold must be a number or null") }
-                    params.centroidScoreThreshold = Float(v)
-                case "exhaustive":
-                    guard let v = value.boolValue else { throw BackendError(.badRequest, "params.exhaustive must be a boolean") }
-                    exhaustive = v
-                default:
-                    throw BackendError(.badRequest, "unknown search parameter '\(name)' (known: nprobe, rerank, rerank_margin, centroid_score_threshold, exhaustive)")
-                }
+        var params = SearchParameters.defaults(k: k)
+        var exhaustive = false
+        for (name, value) in parameters {
+            switch name {
+            case "nprobe":
+                guard let v = value.intValue, v >= 1, v <= 4096 else { throw BackendError(.badRequest, "params.nprobe must be an integer in 1...4096") }
+                params.nprobe = v
+            case "rerank":
+                guard let v = value.intValue, v >= 0, v <= 100_000 else { throw BackendError(.badRequest, "params.rerank must be an integer in 0...100000") }
+                params.rerankDepth = v
+            case "rerank_margin":
+                if value.isNull { params.rerankMargin = nil; continue }
+                guard let v = value.doubleValue, v.isFinite, v >= 0, v <= 1000 else { throw BackendError(.badRequest, "params.rerank_margin must be a number in 0...1000 or null") }
+                params.rerankMargin = Float(v)
+            case "centroid_score_threshold":
+                if value.isNull { params.centroidScoreThreshold = nil; continue }
+                guard let v = value.doubleValue, v.isFinite else { throw BackendError(.badRequest, "params.centroid_score_threshold must be a number or null") }
+                params.centroidScoreThreshold = Float(v)
+            case "exhaustive":
+                guard let v = value.boolValue else { throw BackendError(.badRequest, "params.exhaustive must be a boolean") }
+                exhaustive = v
+            default:
+                throw BackendError(.badRequest, "unknown search parameter '\(name)' (known: nprobe, rerank, rerank_margin, centroid_score_threshold, exhaustive)")
             }
+        }
         return (params, exhaustive)
     }
 

@@ -66,6 +66,9 @@ public struct SearchParameters: Sendable, Equatable {
         self.normalizeScores = normalizeScores
     }
 
+    /// Candidates per block of an early-stopping re-rank (`rerankMargin`).
+    public static let rerankBlock = 32
+
     /// Defaults for a result count `k`, measured on SciFact with the default model (815K tokens,
     /// 8,192 centroids, 2 bits; docs/BENCHMARKS.md): on real embeddings more probes matter
     /// (nprobe 4 kept 0.87 of the exhaustive top-10 even with a re-rank of 128; nprobe 32 with a
@@ -73,9 +76,6 @@ public struct SearchParameters: Sendable, Equatable {
     /// shortlist. On clustered synthetic data re-rank depth matters more than probes. The re-rank
     /// stops early (margin 0.006 per query token): up to 160 candidates, 80 on average on SciFact,
     /// keep 0.992 there, where a fixed 128 kept 0.990 (and 192 at this margin 0.993, with a slower p95).
-    /// Candidates per block of an early-stopping re-rank (`rerankMargin`).
-    public static let rerankBlock = 32
-
     public static func defaults(k: Int) -> SearchParameters {
         if k <= 10 { return SearchParameters(nprobe: 32, rerankDepth: 160, rerankMargin: 0.006) }
         if k <= 100 { return SearchParameters(nprobe: 32, rerankDepth: max(160, 2 * k), rerankMargin: 0.006) }
