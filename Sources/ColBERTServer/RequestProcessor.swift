@@ -199,7 +199,7 @@ final class RequestProcessor: Sendable {
             let queries = try items.enumerated().map { n, item -> RequestFields.Query in
                 if let s = item.stringValue { return .text(s) }
                 guard case .object = item else {
-                    throw BackendError(.badRequest, "queries[\(n)] must be a string or an object with 'query' or 'vectors'")
+                    throw BackendError(.badRequest, "queries[\(n)] must be a string or an object with 'query', 'vectors' or 'vectors_b64'")
                 }
                 return try f.query(from: item, dim: backend.dim, fingerprint: backend.modelFingerprint, path: "queries[\(n)].")
             }
@@ -265,11 +265,16 @@ final class RequestProcessor: Sendable {
             guard let kind = EncodeKind(rawValue: kindName) else {
                 throw BackendError(.badRequest, "'kind' must be \"query\" or \"document\"")
             }
+            let format = try f.string("format") ?? "json"
+            guard format == "json" || format == "base64" else {
+                throw BackendError(.badRequest, "'format' must be \"json\" (vectors as numbers) or \"base64\" (vectors_b64)")
+            }
             let embeddings = try await onWorkers { try backend.encode(texts, kind: kind) }
             let list: [JSONValue] = embeddings.map { e in
                 .object([
                     ("token_ids", .array(e.tokenIds.map { .number(Double($0)) })),
-                    ("vectors", .matrix(e.vectors, dim: e.dim)),
+                    format == "base64" ? ("vectors_b64", .string(PackedVectors.encode(e.vectors)))
+                                       : ("vectors", .matrix(e.vectors, dim: e.dim)),
                 ])
             }
             return [("model", .string(backend.modelFingerprint)), ("dim", .number(Double(backend.dim))), ("embeddings", .array(list))]
@@ -399,28 +404,34 @@ struct RequestFields {
                              restrictTo: restrict)
     }
 
-    /// A query from `query` (text) or `vectors` (pre-encoded rows), in `object`.
+    /// A query from `query` (text), `vectors` (pre-encoded rows) or `vectors_b64` (the same rows
+    /// as base64 float32, see `PackedVectors`), in `object`.
     func query(from object: JSONValue, dim: Int, fingerprint: String, path: String = "") throws -> Query {
         let text = object["query"].flatMap { $0.isNull ? nil : $0 }
         let vectors = object["vectors"].flatMap { $0.isNull ? nil : $0 }
-        switch (text, vectors) {
-        case (nil, nil):
-            throw BackendError(.badRequest, "\(path)needs 'query' (text) or 'vectors' (pre-encoded)")
-        case (.some, .some):
-            throw BackendError(.badRequest, "\(path)give either 'query' or 'vectors', not both")
-        case (.some(let t), nil):
+        let packed = object["vectors_b64"].flatMap { $0.isNull ? nil : $0 }
+        let given = [text, vectors, packed].compactMap { $0 }.count
+        guard given == 1 else {
+            throw BackendError(.badRequest, given == 0
+                ? "\(path)needs 'query' (text), 'vectors' or 'vectors_b64' (pre-encoded)"
+                : "\(path)give only one of 'query', 'vectors' and 'vectors_b64'")
+        }
+        if let t = text {
             guard let s = t.stringValue else { throw BackendError(.badRequest, "field '\(path)query' must be a string") }
             guard !s.isEmpty else { throw BackendError(.badRequest, "field '\(path)query' must not be empty") }
             return .text(s)
-        case (nil, .some(let v)):
-            if let m = object["model"], !m.isNull {
-                guard let ms = m.stringValue else { throw BackendError(.badRequest, "field '\(path)model' must be a string") }
-                guard ms == fingerprint else {
-                    throw BackendError(.modelMismatch, "vectors come from model '\(ms.prefix(80))'; this server encodes with '\(fingerprint)'")
-                }
-            }
-            return .vectors(try Self.embeddings(v, dim: dim, path: path + "vectors"))
         }
+        if let m = object["model"], !m.isNull {
+            guard let ms = m.stringValue else { throw BackendError(.badRequest, "field '\(path)model' must be a string") }
+            guard ms == fingerprint else {
+                throw BackendError(.modelMismatch, "vectors come from model '\(ms.prefix(80))'; this server encodes with '\(fingerprint)'")
+            }
+        }
+        if let p = packed {
+            guard let s = p.stringValue else { throw BackendError(.badRequest, "field '\(path)vectors_b64' must be a string") }
+            return .vectors(try PackedVectors.decode(s, dim: dim, path: path + "vectors_b64"))
+        }
+        return .vectors(try Self.embeddings(vectors ?? .null, dim: dim, path: path + "vectors"))
     }
 
     static func embeddings(_ v: JSONValue, dim: Int, path: String) throws -> TokenEmbeddings {

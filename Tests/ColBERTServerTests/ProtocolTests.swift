@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import ColBERTServer
 
@@ -111,6 +112,56 @@ private func addCorpus(_ client: ServerClient) async throws {
 
             let docEnc = try await c.send(["op": "encode", "texts": ["a b c", "d"], "kind": "document"])
             #expect(docEnc["embeddings"]?.arrayValue?.map { $0["vectors"]?.arrayValue?.count } == [3, 1])
+        }
+    }
+
+    @Test func base64VectorsAreTheSameQueryAsNumbers() async throws {
+        try await withServer { _, path, _ in
+            let c = try await ServerClient.connect(socketPath: path)
+            defer { Task { await c.close() } }
+            try await addCorpus(c)
+            let texts: JSONValue = ["quantum physics", "apple"]
+            let numbers = try #require(try await c.send(["op": "encode", "texts": texts])["embeddings"]?.arrayValue)
+            let packed = try #require(try await c.send(["op": "encode", "texts": texts, "format": "base64"])["embeddings"]?.arrayValue)
+            #expect(packed.count == 2 && packed.allSatisfy { $0["vectors"] == nil })
+            for (n, p) in zip(numbers, packed) {
+                #expect(p["token_ids"] == n["token_ids"])
+                // The same float32 values, bit for bit.
+                let data = try #require(p["vectors_b64"]?.stringValue.flatMap { Data(base64Encoded: $0) })
+                let decoded = data.withUnsafeBytes { raw in
+                    (0..<data.count / 4).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+                }
+                let expected = (n["vectors"]?.arrayValue ?? []).flatMap { $0.arrayValue ?? [] }.compactMap { $0.doubleValue.map(Float.init) }
+                #expect(decoded.count == 16 || decoded.count == 8)
+                #expect(decoded.map(\.bitPattern) == expected.map(\.bitPattern))
+            }
+
+            let b64 = try #require(packed[0]["vectors_b64"])
+            let byNumbers = try await c.send(["op": "search", "vectors": try #require(numbers[0]["vectors"]), "k": 3])
+            let byPacked = try await c.send(["op": "search", "vectors_b64": b64, "model": "fake-model-1", "k": 3])
+            #expect(byPacked["ok"] == true)
+            #expect(byPacked["results"] == byNumbers["results"])
+            #expect(byPacked["results"]?.arrayValue?.first?["id"] == "d4")
+            let batch = try await c.send(["op": "search_batch", "k": 1, "queries": ["dog", ["vectors_b64": b64]]])
+            #expect(batch["results"]?.arrayValue?.map { $0.arrayValue?.first?["id"] } == ["d2", "d4"])
+
+            func code(_ request: JSONValue) async throws -> String? { errorCode(try await c.send(request)) }
+            // Not base64, empty, a partial float, a NaN, a number instead of a string.
+            #expect(try await code(["op": "search", "vectors_b64": "not base64!"]) == "bad_request")
+            #expect(try await code(["op": "search", "vectors_b64": ""]) == "bad_request")
+            #expect(try await code(["op": "search", "vectors_b64": "AAAAAAA="]) == "bad_request")
+            let nan = Data([UInt8](repeating: 0, count: 28) + [0x00, 0x00, 0xC0, 0x7F]).base64EncodedString()
+            #expect(try await code(["op": "search", "vectors_b64": .string(nan)]) == "bad_request")
+            #expect(try await code(["op": "search", "vectors_b64": 5]) == "bad_request")
+            // Two query forms at once, and an unknown encode format.
+            #expect(try await code(["op": "search", "vectors_b64": b64, "query": "x"]) == "bad_request")
+            #expect(try await code(["op": "search", "vectors_b64": b64, "vectors": [[1, 0, 0, 0, 0, 0, 0, 0]]]) == "bad_request")
+            #expect(try await code(["op": "encode", "texts": ["x"], "format": "npy"]) == "bad_request")
+            // Not whole rows of the model's 8 dimensions (3 floats), or another model's vectors.
+            let short = Data([UInt8](repeating: 0, count: 12)).base64EncodedString()
+            #expect(try await code(["op": "search", "vectors_b64": .string(short)]) == "model_mismatch")
+            #expect(try await code(["op": "search", "vectors_b64": b64, "model": "other"]) == "model_mismatch")
+            #expect(try await code(["op": "search_batch", "queries": [["vectors_b64": .string(short)]]]) == "model_mismatch")
         }
     }
 

@@ -3,7 +3,8 @@
 
 Sends `search` requests one at a time over the Unix socket of a running `colbert serve`, first as
 query text, then as pre-encoded vectors (from the server's own `encode` op, once as the server
-writes them and once widened to 17-digit doubles as numpy's tolist() gives them), and reports per
+writes them, once widened to 17-digit doubles as numpy's tolist() gives them, and once as
+`vectors_b64`, the float32 bytes in base64), and reports per
 request the round trip and the round trip minus the server's `took_ms` (the time it spent
 encoding and searching). That difference is what the socket, JSON framing and the server's thread
 hand-offs add over calling the search in process. Standard library only; no virtual environment.
@@ -11,6 +12,7 @@ hand-offs add over calling the search in process. Standard library only; no virt
   python3 tools/bench/serve_overhead.py --socket /tmp/s.sock --queries index/queries.jsonl
 """
 import argparse
+import base64
 import json
 import socket
 import struct
@@ -118,10 +120,14 @@ def main() -> int:
     # A client holding float32 arrays sends them through tolist(): each value widened to a Python
     # float and printed with up to 17 digits, not the ~9 the server itself writes.
     widened = [[[struct.unpack("f", struct.pack("f", x))[0] for x in row] for row in v] for v in vectors]
+    # What a numpy client sends with base64.b64encode(q.astype("<f4").tobytes()).
+    packed = [base64.b64encode(struct.pack(f"<{len(v) * len(v[0])}f", *(x for row in v for x in row))).decode()
+              for v in vectors]
     kinds = [
         ("text", lambda i: {"op": "search", "query": texts[i], "k": args.k}),
         ("vectors", lambda i: {"op": "search", "vectors": vectors[i], "model": model, "k": args.k}),
         ("vectors_tolist", lambda i: {"op": "search", "vectors": widened[i], "model": model, "k": args.k}),
+        ("vectors_b64", lambda i: {"op": "search", "vectors_b64": packed[i], "model": model, "k": args.k}),
     ]
     for name, make in kinds:
         requests = [json.dumps(make(i)) for i in range(len(texts))]  # serialised before timing
