@@ -328,7 +328,7 @@ public enum MaxSimSearcher {
         var underestimate = -Float.infinity
         var next = 0
         while next < approximate.count {
-            let block = approximate[next ..< min(approximate.count, next + SearchParameters.rerankBlock)]
+            let block = approximate[next ..< min(approximate.count, next + SearchParameters.rerankBlock(startingAt: next))]
             let exact = try rerank(block.map(\.docId), query: query, index: index, k: block.count, workers: workers)
             var approximateScore: [UInt32: Float] = [:]
             for d in block { approximateScore[d.docId] = d.score }

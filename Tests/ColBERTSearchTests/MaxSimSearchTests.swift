@@ -261,7 +261,7 @@ import Testing
             var p = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 100, rerankMargin: 0, normalizeScores: true)
             let (settled, t) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5, parameters: p)
             #expect(settled == want)
-            #expect(t.reranked == SearchParameters.rerankBlock)
+            #expect(t.reranked == SearchParameters.rerankBlock(startingAt: 0))
             p.rerankMargin = 1e6
             let (all, tAll) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5, parameters: p, threads: 2)
             #expect(all == want)
@@ -283,7 +283,7 @@ import Testing
                 #expect(got.count == 10)
                 #expect(got.allSatisfy { exact[$0.docId] == $0.score })
                 #expect(zip(got, got.dropFirst()).allSatisfy { ScoredDocument.ranksBefore($0, $1) })
-                #expect(t.reranked >= SearchParameters.rerankBlock && t.reranked <= 80)
+                #expect(t.reranked >= SearchParameters.rerankBlock(startingAt: 0) && t.reranked <= 80)
                 if margin == 1e6 { #expect(got == full && t.reranked == 80) }
             }
         }
