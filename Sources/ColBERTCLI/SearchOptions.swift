@@ -45,6 +45,9 @@ struct SearchTuningOptions: ParsableArguments {
 func loadQueries(query: String?, queriesFile: String?, limit: Int? = nil) throws -> [Evaluation.Query] {
     var queries: [Evaluation.Query]
     if let query {
+        // As the server does: an empty query would be all [MASK] padding, which matches nothing
+        // the user meant.
+        guard !query.allSatisfy(\.isWhitespace) else { throw CLIError("the query text is empty") }
         queries = [Evaluation.Query(id: "query", text: query)]
     } else if let queriesFile {
         do { queries = try Evaluation.readQueries(path: queriesFile) } catch { throw CLIError("\(error)") }

@@ -197,7 +197,7 @@ final class RequestProcessor: Sendable {
             let items = try f.array("queries", required: true, limit: limits.maxBatch) ?? []
             guard !items.isEmpty else { throw BackendError(.badRequest, "'queries' must not be empty") }
             let queries = try items.enumerated().map { n, item -> RequestFields.Query in
-                if let s = item.stringValue { return .text(s) }
+                if let s = item.stringValue { return .text(try RequestFields.queryText(s, path: "queries[\(n)]")) }
                 guard case .object = item else {
                     throw BackendError(.badRequest, "queries[\(n)] must be a string or an object with 'query', 'vectors' or 'vectors_b64'")
                 }
@@ -418,8 +418,7 @@ struct RequestFields {
         }
         if let t = text {
             guard let s = t.stringValue else { throw BackendError(.badRequest, "field '\(path)query' must be a string") }
-            guard !s.isEmpty else { throw BackendError(.badRequest, "field '\(path)query' must not be empty") }
-            return .text(s)
+            return .text(try Self.queryText(s, path: "\(path)query"))
         }
         if let m = object["model"], !m.isNull {
             guard let ms = m.stringValue else { throw BackendError(.badRequest, "field '\(path)model' must be a string") }
@@ -432,6 +431,13 @@ struct RequestFields {
             return .vectors(try PackedVectors.decode(s, dim: dim, path: path + "vectors_b64"))
         }
         return .vectors(try Self.embeddings(vectors ?? .null, dim: dim, path: path + "vectors"))
+    }
+
+    /// Query text that has something to encode: an empty or blank one would be all [MASK]
+    /// padding, which matches nothing the client meant.
+    static func queryText(_ s: String, path: String) throws -> String {
+        guard !s.allSatisfy(\.isWhitespace) else { throw BackendError(.badRequest, "field '\(path)' must not be empty or blank") }
+        return s
     }
 
     static func embeddings(_ v: JSONValue, dim: Int, path: String) throws -> TokenEmbeddings {

@@ -22,3 +22,14 @@ import Testing
         #expect(throws: BackendError.self) { try IndexBackend.searchParameters(params, k: 10) }
     }
 }
+
+/// `--query` text, as `colbert search`, `eval` and `bench search` read it.
+@Suite struct QueryArgumentTests {
+    @Test func blankQueryTextIsAnError() throws {
+        for blank in ["", "  ", "\t\n"] {
+            #expect(throws: CLIError.self) { try loadQueries(query: blank, queriesFile: nil) }
+        }
+        let q = try loadQueries(query: " insulin ", queriesFile: nil)
+        #expect(q.map(\.text) == [" insulin "])
+    }
+}

@@ -181,6 +181,8 @@ private func addCorpus(_ client: ServerClient) async throws {
             #expect(try await code(#"{"id":1}"#) == "bad_request")
             #expect(try await code(#"{"op":5}"#) == "bad_request")
             #expect(try await code(#"{"op":"search","query":5}"#) == "bad_request")
+            #expect(try await code(#"{"op":"search","query":" \n"}"#) == "bad_request")
+            #expect(try await code(#"{"op":"search_batch","queries":["dog",""]}"#) == "bad_request")
             #expect(try await code(#"{"op":"search","query":"x","k":"ten"}"#) == "bad_request")
             #expect(try await code(#"{"op":"search","query":"x","k":0}"#) == "bad_request")
             #expect(try await code(#"{"op":"search","query":"x","params":{"bogus":1}}"#) == "bad_request")
