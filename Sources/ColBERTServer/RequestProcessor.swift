@@ -170,6 +170,7 @@ final class RequestProcessor: Sendable {
             // that ran them, so a client's round trip minus took_ms is everything the server adds
             // (parsing, thread hand-offs, serialising, the socket).
             let metrics = self.metrics, searchThreads = self.searchThreads
+            let mean = try f.meanScores()
             let searchOnce: @Sendable (TokenEmbeddings) throws -> ([SearchHit], Double) = { embeddings in
                 let started = ContinuousClock.now
                 // Decided as the search starts: alone, it takes every worker's core; with other
@@ -178,7 +179,8 @@ final class RequestProcessor: Sendable {
                 options.threads = metrics.admitted <= 1 ? searchThreads : 1
                 let hits = try backend.search([embeddings], options: options)
                 guard hits.count == 1 else { throw BackendError(.internal, "search returned \(hits.count) lists for 1 query") }
-                return (hits[0], QueryEncodeBatcher.seconds(ContinuousClock.now - started))
+                let found = mean ? Self.meanScores(hits[0], queryTokens: embeddings.count) : hits[0]
+                return (found, QueryEncodeBatcher.seconds(ContinuousClock.now - started))
             }
             let hits: [SearchHit], seconds: Double
             switch query {
@@ -194,6 +196,7 @@ final class RequestProcessor: Sendable {
 
         case .searchBatch:
             let options = try f.searchOptions()
+            let mean = try f.meanScores()
             let items = try f.array("queries", required: true, limit: limits.maxBatch) ?? []
             guard !items.isEmpty else { throw BackendError(.badRequest, "'queries' must not be empty") }
             let queries = try items.enumerated().map { n, item -> RequestFields.Query in
@@ -215,7 +218,11 @@ final class RequestProcessor: Sendable {
                     case .text: next += 1; return encoded[next - 1]
                     }
                 }
-                return (try backend.search(all, options: options), QueryEncodeBatcher.seconds(ContinuousClock.now - started))
+                var lists = try backend.search(all, options: options)
+                if mean, lists.count == all.count {
+                    lists = zip(lists, all).map { Self.meanScores($0, queryTokens: $1.count) }
+                }
+                return (lists, QueryEncodeBatcher.seconds(ContinuousClock.now - started))
             }
             guard hits.count == queries.count else {
                 throw BackendError(.internal, "search returned \(hits.count) lists for \(queries.count) queries")
@@ -278,6 +285,17 @@ final class RequestProcessor: Sendable {
                 ])
             }
             return [("model", .string(backend.modelFingerprint)), ("dim", .number(Double(backend.dim))), ("embeddings", .array(list))]
+        }
+    }
+
+    /// MaxSim sums as the mean over the query's tokens of each one's best similarity: in
+    /// [-1, 1] (the vectors are unit length), so a threshold means the same for every query.
+    static func meanScores(_ hits: [SearchHit], queryTokens: Int) -> [SearchHit] {
+        guard queryTokens > 0 else { return hits }
+        return hits.map { h in
+            var h = h
+            h.score /= Float(queryTokens)
+            return h
         }
     }
 
@@ -402,6 +420,16 @@ struct RequestFields {
                              includeText: try bool("include_text", default: false),
                              includeMetadata: try bool("include_metadata", default: false),
                              restrictTo: restrict)
+    }
+
+    /// `score`: "sum" (default; MaxSim as PyLate computes it) or "mean" (divided by the
+    /// query's token count).
+    func meanScores() throws -> Bool {
+        switch try string("score") ?? "sum" {
+        case "sum": return false
+        case "mean": return true
+        default: throw BackendError(.badRequest, "'score' must be \"sum\" (MaxSim) or \"mean\" (MaxSim / query tokens)")
+        }
     }
 
     /// A query from `query` (text), `vectors` (pre-encoded rows) or `vectors_b64` (the same rows

@@ -165,6 +165,30 @@ private func addCorpus(_ client: ServerClient) async throws {
         }
     }
 
+    @Test func meanScoresAreSumsOverQueryTokens() async throws {
+        try await withServer { _, path, _ in
+            let c = try await ServerClient.connect(socketPath: path)
+            defer { Task { await c.close() } }
+            try await addCorpus(c)
+            // "apple pie recipe" is three query tokens for the test encoder.
+            let sum = try #require(try await c.send(["op": "search", "query": "apple pie recipe", "k": 3])["results"]?.arrayValue)
+            let mean = try #require(try await c.send(["op": "search", "query": "apple pie recipe", "k": 3, "score": "mean"])["results"]?.arrayValue)
+            #expect(sum.count == 3 && mean.map { $0["id"] } == sum.map { $0["id"] })
+            for (s, m) in zip(sum, mean) {
+                let sv = try #require(s["score"]?.doubleValue), mv = try #require(m["score"]?.doubleValue)
+                #expect(abs(mv - sv / 3) < 1e-6 && mv <= 1 && mv >= -1)
+            }
+            #expect(try await c.send(["op": "search", "query": "apple pie recipe", "k": 3, "score": "sum"])["results"] == .array(sum))
+            // search_batch: each list by its own query's tokens.
+            let batch = try #require(try await c.send(["op": "search_batch", "k": 1, "score": "mean", "queries": ["dog", "apple pie recipe"]])["results"]?.arrayValue)
+            let dogSum = try #require(try await c.send(["op": "search", "query": "dog", "k": 1])["results"]?.arrayValue?.first?["score"]?.doubleValue)
+            #expect(abs((batch[0].arrayValue?.first?["score"]?.doubleValue ?? 0) - dogSum) < 1e-6)
+            #expect(abs((batch[1].arrayValue?.first?["score"]?.doubleValue ?? 0) - (sum[0]["score"]?.doubleValue ?? 0) / 3) < 1e-6)
+            #expect(errorCode(try await c.send(["op": "search", "query": "dog", "score": "max"])) == "bad_request")
+            #expect(errorCode(try await c.send(["op": "search_batch", "queries": ["dog"], "score": 1])) == "bad_request")
+        }
+    }
+
     @Test func everyErrorCode() async throws {
         try await withServer(configure: { $0.limits.maxBatch = 4; $0.limits.maxK = 50 }) { _, path, _ in
             let c = try await ServerClient.connect(socketPath: path)
