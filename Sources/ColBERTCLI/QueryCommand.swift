@@ -36,6 +36,9 @@ struct QueryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Characters of text to show per result (0: none).")
     var snippet: Int = 80
 
+    @Flag(name: .long, help: "Scores as the mean over query tokens (in [-1, 1]) instead of the MaxSim sum.")
+    var meanScores = false
+
     func validate() throws {
         if raw {
             guard text == nil else { throw ValidationError("--raw reads requests from standard input; give no query text") }
@@ -64,6 +67,7 @@ struct QueryCommand: AsyncParsableCommand {
             ("op", "search"), ("id", "query"), ("query", .string(text ?? "")), ("k", .number(Double(k))),
             ("include_text", .bool(snippet > 0 || json)),
         ]
+        if meanScores { request.append(("score", "mean")) }
         if let params {
             guard let value = try? JSONValue.parse(params), value.objectValue != nil else {
                 throw CLIError("--params must be a JSON object")
