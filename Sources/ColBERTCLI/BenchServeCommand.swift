@@ -28,6 +28,9 @@ struct BenchServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Warm-up requests before timing (not counted).")
     var warmup: Int = 20
 
+    @Flag(name: .long, help: "Send the queries pre-encoded (vectors_b64, encoded once by the server before timing), so took_ms is the search alone.")
+    var preEncoded = false
+
     @Flag(name: .long, help: "Print the figures as one JSON object.")
     var json = false
 
@@ -62,16 +65,18 @@ struct BenchServeCommand: AsyncParsableCommand {
     mutating func run() async throws {
         let texts = try loadQueries()
         if warmup > 0 {
-            _ = try await ServeBenchmark.runSearch(socketPath: socket, clients: 1, total: warmup, queries: texts, k: k)
+            _ = try await ServeBenchmark.runSearch(socketPath: socket, clients: 1, total: warmup, queries: texts, k: k, preEncoded: preEncoded)
         }
-        let result = try await ServeBenchmark.runSearch(socketPath: socket, clients: clients, total: queries, queries: texts, k: k)
+        let result = try await ServeBenchmark.runSearch(socketPath: socket, clients: clients, total: queries, queries: texts, k: k,
+                                                        preEncoded: preEncoded)
         if json {
             var pairs = result.json.objectValue ?? []
             pairs.insert(("clients", .number(Double(clients))), at: 0)
             pairs.insert(("k", .number(Double(k))), at: 1)
+            pairs.insert(("pre_encoded", .bool(preEncoded)), at: 2)
             print(JSONValue.object(pairs).serialized())
         } else {
-            print("bench serve: \(clients) clients, k=\(k): " + result.summary)
+            print("bench serve: \(clients) clients, k=\(k)\(preEncoded ? ", pre-encoded" : ""): " + result.summary)
         }
         if result.errors > 0 && result.errors == result.operations {
             throw CLIError("every request failed: \(result.firstError ?? "?")")

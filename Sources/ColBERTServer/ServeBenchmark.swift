@@ -120,12 +120,16 @@ public enum ServeBenchmark {
 
     /// `colbert bench serve`: `clients` connections send `total` `search` requests (query texts
     /// taken round-robin from `queries`) and time the responses. A response with `ok: false`
-    /// counts as an error.
+    /// counts as an error. With `preEncoded`, the texts are first encoded by the server's own
+    /// `encode` op (untimed) and every search sends its query's vectors as `vectors_b64`, so
+    /// `took_ms` is the search alone and the overhead is the server's over an in-process search.
     public static func runSearch(
         socketPath: String, clients: Int, total: Int, queries: [String], k: Int,
-        parameters: [(String, JSONValue)] = []
+        parameters: [(String, JSONValue)] = [], preEncoded: Bool = false
     ) async throws -> Result {
         precondition(!queries.isEmpty, "runSearch needs at least one query")
+        let forms = preEncoded ? try await encodedQueries(socketPath: socketPath, queries: queries)
+                               : queries.map { [("query", JSONValue.string($0))] }
         let connections = LockedBox<[ServerClient]>([])
         func closeAll() async {
             for c in connections.withLock({ $0 }) { await c.close() }
@@ -136,10 +140,9 @@ public enum ServeBenchmark {
             let client = try await ServerClient.connect(socketPath: socketPath)
             connections.withLock { $0.append(client) }
             return { i in
-                var request: [(String, JSONValue)] = [
-                    ("op", "search"), ("id", .number(Double(i))), ("query", .string(queries[i % queries.count])),
-                    ("k", .number(Double(k))),
-                ]
+                var request: [(String, JSONValue)] = [("op", "search"), ("id", .number(Double(i)))]
+                request += forms[i % forms.count]
+                request.append(("k", .number(Double(k))))
                 if !parameters.isEmpty { request.append(("params", .object(parameters))) }
                 let response = try await client.send(.object(request))
                 guard response["ok"]?.boolValue == true else {
@@ -154,5 +157,35 @@ public enum ServeBenchmark {
         }
         await closeAll()
         return result
+    }
+
+    /// Each query text as the fields of a pre-encoded search (`vectors_b64` and `model`), from
+    /// the server's `encode` op, 32 texts per request.
+    static func encodedQueries(socketPath: String, queries: [String]) async throws -> [[(String, JSONValue)]] {
+        let client = try await ServerClient.connect(socketPath: socketPath)
+        var forms: [[(String, JSONValue)]] = []
+        do {
+            var start = 0
+            while start < queries.count {
+                let texts = queries[start..<min(queries.count, start + 32)]
+                let response = try await client.send([
+                    "op": "encode", "kind": "query", "format": "base64", "texts": .array(texts.map { .string($0) }),
+                ])
+                guard response["ok"]?.boolValue == true, let model = response["model"],
+                      let list = response["embeddings"]?.arrayValue, list.count == texts.count else {
+                    throw ClientError.badResponse(response["error"]?.serialized() ?? response.serialized())
+                }
+                for e in list {
+                    guard let packed = e["vectors_b64"] else { throw ClientError.badResponse(e.serialized()) }
+                    forms.append([("vectors_b64", packed), ("model", model)])
+                }
+                start += texts.count
+            }
+        } catch {
+            await client.close()
+            throw error
+        }
+        await client.close()
+        return forms
     }
 }

@@ -37,6 +37,11 @@ private func corpusDocuments(_ n: Int) -> JSONValue {
                     { i in _ = try backend.search([encoded[i % encoded.count]], options: SearchOptions(k: 10)) }
                 }
                 #expect(local.operations == total)
+                // The same queries pre-encoded: every search answered, its took_ms known.
+                let pre = try await ServeBenchmark.runSearch(socketPath: path, clients: clients, total: total, queries: queries,
+                                                             k: 10, preEncoded: true)
+                #expect(pre.operations == total && pre.errors == 0, "\(pre.firstError ?? "")")
+                #expect(pre.overhead?.count == total)
                 if long {
                     print("served   \(clients) clients: \(served.summary)")
                     print("in-proc  \(clients) clients: \(local.summary)")
@@ -44,6 +49,27 @@ private func corpusDocuments(_ n: Int) -> JSONValue {
                 }
             }
         }
+    }
+
+    /// A pre-encoded run sends the server's own encoding of each query, so it finds what the
+    /// text run finds; an encode failure is an error, not an empty benchmark.
+    @Test func preEncodedQueriesAreTheServersEncoding() async throws {
+        try await withServer { _, path, _ in
+            let c = try await ServerClient.connect(socketPath: path)
+            defer { Task { await c.close() } }
+            #expect(try await c.send(["op": "add", "documents": corpusDocuments(20)])["ok"] == true)
+            let queries = (0..<40).map { "query \($0) protein" }
+            let forms = try await ServeBenchmark.encodedQueries(socketPath: path, queries: queries)
+            #expect(forms.count == queries.count)
+            for (text, form) in zip(queries, forms).prefix(3) {
+                let byText = try await c.send(["op": "search", "query": .string(text), "k": 5])
+                let byVectors = try await c.send(.object([("op", "search"), ("k", 5)] + form))
+                #expect(byVectors["ok"] == true && byVectors["results"] == byText["results"])
+            }
+        }
+        let missing = makeSocketPath()
+        defer { removeSocketDirectory(missing) }
+        await #expect(throws: (any Error).self) { _ = try await ServeBenchmark.encodedQueries(socketPath: missing, queries: ["x"]) }
     }
 
     /// COLBERT_SERVER_BENCH=1: pure server overhead — ping and search on an empty index, whose
