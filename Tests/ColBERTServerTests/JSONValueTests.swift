@@ -13,6 +13,36 @@ import Testing
         #expect(again == v)
     }
 
+    /// Strings are written with escapes exactly where JSON needs them, whatever the runs between.
+    @Test func stringsAreEscapedExactly() throws {
+        #expect(JSONValue.string("").serialized() == #""""#)
+        #expect(JSONValue.string("plain").serialized() == #""plain""#)
+        #expect(JSONValue.string("\"a\\b\"").serialized() == #""\"a\\b\"""#)
+        #expect(JSONValue.string("\n\r\t\u{01}x\u{1F}").serialized() == #""\n\r\t\u0001x\u001f""#)
+        #expect(JSONValue.string("é😀/").serialized() == "\"é😀/\"")
+        // Against the byte-by-byte rule, on random strings of escapes, ASCII and multi-byte text.
+        let pieces = ["a", "Z", "0", "+", "/", "=", "\"", "\\", "\n", "\u{00}", "\u{07}", "é", "😀", " "]
+        var g = SystemRandomNumberGenerator()
+        for _ in 0..<500 {
+            let text = (0..<Int.random(in: 0...40, using: &g)).map { _ in pieces.randomElement(using: &g)! }.joined()
+            var expected: [UInt8] = [0x22]
+            for b in text.utf8 {
+                switch b {
+                case 0x22: expected += Array("\\\"".utf8)
+                case 0x5C: expected += Array("\\\\".utf8)
+                case 0x0A: expected += Array("\\n".utf8)
+                case 0x0D: expected += Array("\\r".utf8)
+                case 0x09: expected += Array("\\t".utf8)
+                case 0..<0x20: expected += Array(String(format: "\\u%04x", b).utf8)
+                default: expected.append(b)
+                }
+            }
+            expected.append(0x22)
+            #expect(Array(JSONValue.string(text).serialized().utf8) == expected)
+            #expect(try JSONValue.parse(JSONValue.string(text).serialized()) == .string(text))
+        }
+    }
+
     @Test func numbersParseToTheCorrectlyRoundedDouble() throws {
         // Fast path (≤ 15 digits, small exponents) and the strtod fallback must both agree with
         // Swift's own correctly rounded conversion, bit for bit.
