@@ -36,7 +36,10 @@ struct EvalCommand: ParsableCommand {
         let t0 = monotonicSeconds()
         let encoded = try encodeQueries(qs.map(\.text), encoder: opened.encoder)
         let t1 = monotonicSeconds()
-        let (summary, overlap, searchSeconds, refSeconds) = try opened.index.withSnapshot { snap in
+        let (summary, overlap, searchSeconds, refSeconds, unknown) = try opened.index.withSnapshot { snap in
+            // Judged documents the index does not hold (another corpus, or documents deleted
+            // since) can never be found and pull every metric down: say so.
+            let unknown = try Evaluation.judgedDocuments(of: qs.map(\.id), in: judged) { try snap.internalId(of: $0) == nil }
             let s0 = monotonicSeconds()
             let primary = exhaustive
                 ? try MaxSimSearcher.exhaustiveBatch(queries: encoded, in: snap, k: depth, threads: threads)
@@ -61,7 +64,12 @@ struct EvalCommand: ParsableCommand {
                 for (a, b) in zip(prunedK, reference) { total += Evaluation.overlapRecall(a, reference: b, k: k) }
                 overlap = total / Double(max(1, qs.count))
             }
-            return (summary, overlap, s1 - s0, refSeconds)
+            return (summary, overlap, s1 - s0, refSeconds, unknown)
+        }
+        if !unknown.isEmpty {
+            let judgedCount = Evaluation.judgedDocuments(of: qs.map(\.id), in: judged) { _ in true }.count
+            printError("warning: \(unknown.count) of the \(judgedCount) judged documents of these queries are not in the index "
+                       + "(e.g. '\(unknown.sorted().first ?? "")'); they count as never retrieved")
         }
         if json {
             var o: [String: Any] = ["ndcg@10": summary.ndcg10, "recall@100": summary.recall100, "mrr@10": summary.mrr10,

@@ -89,6 +89,19 @@ public enum Evaluation {
         return Query(id: id, text: text)
     }
 
+    /// The distinct documents judged for `queries` in `qrels` that satisfy `where` (e.g. "the
+    /// index does not hold it").
+    public static func judgedDocuments(of queries: [String], in qrels: Qrels,
+                                       where keep: (String) throws -> Bool) rethrows -> Set<String> {
+        var found = Set<String>()
+        for q in queries {
+            for doc in (qrels[q] ?? [:]).keys where !found.contains(doc) {
+                if try keep(doc) { found.insert(doc) }
+            }
+        }
+        return found
+    }
+
     /// Per-query metric values.
     public struct QueryMetrics: Sendable, Equatable {
         public var ndcg10: Double

@@ -24,6 +24,14 @@ import Testing
         #expect(throws: Evaluation.ReadError.self) { try Evaluation.parseQrels("q\td\t1\nq\te\tx\n") }
     }
 
+    /// Judged documents of the evaluated queries only, each once, filtered by the predicate.
+    @Test func judgedDocumentsOfTheQueries() throws {
+        let q = try Evaluation.parseQrels("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\nq2\td2\t2\nq3\td9\t1\n")
+        #expect(Evaluation.judgedDocuments(of: ["q1", "q2"], in: q) { _ in true } == ["d1", "d2"])
+        #expect(Evaluation.judgedDocuments(of: ["q1", "q2", "nope"], in: q) { $0 != "d1" } == ["d2"])
+        #expect(Evaluation.judgedDocuments(of: ["q3"], in: q) { $0 == "d1" }.isEmpty)
+    }
+
     @Test func metricsMatchHandComputedValues() throws {
         let qrels = try Evaluation.parseQrels(qrelsText)
         let runs: [String: [(docId: String, score: Double)]] = [
