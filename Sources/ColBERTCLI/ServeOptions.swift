@@ -20,6 +20,9 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .long, help: "Largest k of a search.")
     var maxK: Int = 1000
 
+    @Option(name: .long, help: "Most rows (token vectors) in one pre-encoded query.")
+    var maxQueryVectors: Int = 512
+
     @Option(name: .long, help: "Most items in one request (queries, documents, ids, texts).")
     var maxBatch: Int = 256
 
@@ -53,7 +56,7 @@ struct ServeOptions: ParsableArguments {
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         for (name, value) in [("--threads", threads), ("--max-line-bytes", maxLineBytes), ("--max-k", maxK),
-                              ("--max-batch", maxBatch), ("--max-connections", maxConnections),
+                              ("--max-query-vectors", maxQueryVectors), ("--max-batch", maxBatch), ("--max-connections", maxConnections),
                               ("--max-queued", maxQueued), ("--max-in-flight", maxInFlight),
                               ("--max-encode-batch", maxEncodeBatch)] where value < 1 {
             throw ValidationError("\(name) must be at least 1")
@@ -69,6 +72,7 @@ struct ServeOptions: ParsableArguments {
         c.threads = threads
         c.limits.maxLineBytes = maxLineBytes
         c.limits.maxK = maxK
+        c.limits.maxQueryVectors = maxQueryVectors
         c.limits.maxBatch = maxBatch
         c.limits.maxConnections = maxConnections
         c.limits.maxQueuedRequests = maxQueued

@@ -18,8 +18,9 @@ enum PackedVectors {
 
     /// The rows of `text`; `path` names the field in error messages. Not base64, empty or
     /// non-finite values are `bad_request`; a length that is not whole rows of `dim` values is
-    /// `model_mismatch`, as a row of the wrong width is in `vectors`.
-    static func decode(_ text: String, dim: Int, path: String) throws -> TokenEmbeddings {
+    /// `model_mismatch`, as a row of the wrong width is in `vectors`; more than `maxRows` rows
+    /// is `too_large`.
+    static func decode(_ text: String, dim: Int, path: String, maxRows: Int) throws -> TokenEmbeddings {
         guard let data = Data(base64Encoded: text) else {
             throw BackendError(.badRequest, "'\(path)' is not valid base64 (RFC 4648 alphabet, with padding)")
         }
@@ -31,6 +32,7 @@ enum PackedVectors {
         guard dim > 0, count % dim == 0 else {
             throw BackendError(.modelMismatch, "'\(path)' holds \(count) values, not whole rows of the served model's \(dim) dimensions")
         }
+        try RequestFields.checkQueryRows(count / dim, path: path, limit: maxRows)
         let values = try data.withUnsafeBytes { raw -> [Float] in
             try [Float](unsafeUninitializedCapacity: count) { out, initialized in
                 for i in 0..<count {

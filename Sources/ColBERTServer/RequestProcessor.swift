@@ -456,9 +456,16 @@ struct RequestFields {
         }
         if let p = packed {
             guard let s = p.stringValue else { throw BackendError(.badRequest, "field '\(path)vectors_b64' must be a string") }
-            return .vectors(try PackedVectors.decode(s, dim: dim, path: path + "vectors_b64"))
+            return .vectors(try PackedVectors.decode(s, dim: dim, path: path + "vectors_b64", maxRows: limits.maxQueryVectors))
         }
-        return .vectors(try Self.embeddings(vectors ?? .null, dim: dim, path: path + "vectors"))
+        return .vectors(try Self.embeddings(vectors ?? .null, dim: dim, path: path + "vectors", maxRows: limits.maxQueryVectors))
+    }
+
+    /// A pre-encoded query of `rows` rows is `too_large` past `limit`.
+    static func checkQueryRows(_ rows: Int, path: String, limit: Int) throws {
+        guard rows <= limit else {
+            throw BackendError(.tooLarge, "'\(path)' has \(rows) rows (token vectors); the limit is \(limit)")
+        }
     }
 
     /// Query text that has something to encode: an empty or blank one would be all [MASK]
@@ -468,10 +475,11 @@ struct RequestFields {
         return s
     }
 
-    static func embeddings(_ v: JSONValue, dim: Int, path: String) throws -> TokenEmbeddings {
+    static func embeddings(_ v: JSONValue, dim: Int, path: String, maxRows: Int) throws -> TokenEmbeddings {
         guard let rows = v.arrayValue, !rows.isEmpty else {
             throw BackendError(.badRequest, "'\(path)' must be a non-empty array of vectors (arrays of numbers)")
         }
+        try checkQueryRows(rows.count, path: path, limit: maxRows)
         var flat: [Float] = []
         flat.reserveCapacity(rows.count * dim)
         for (r, row) in rows.enumerated() {

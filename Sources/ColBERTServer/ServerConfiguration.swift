@@ -6,6 +6,10 @@ public struct ServerLimits: Sendable {
     public var maxLineBytes: Int = 1 << 20
     /// Largest `k` of a search.
     public var maxK: Int = 1000
+    /// Most rows in a pre-encoded query (`vectors`, `vectors_b64`). A text query has the model's
+    /// query length (32 for PyLate's defaults); every row costs a row of centroid scores, e.g.
+    /// 256 KB each at 65,536 centroids.
+    public var maxQueryVectors: Int = 512
     /// Most items in one request: queries of `search_batch`, documents of `add`, ids of
     /// `delete`/`get`/`search` restriction, texts of `encode`.
     public var maxBatch: Int = 256

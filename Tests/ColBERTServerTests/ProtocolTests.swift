@@ -190,7 +190,7 @@ private func addCorpus(_ client: ServerClient) async throws {
     }
 
     @Test func everyErrorCode() async throws {
-        try await withServer(configure: { $0.limits.maxBatch = 4; $0.limits.maxK = 50 }) { _, path, _ in
+        try await withServer(configure: { $0.limits.maxBatch = 4; $0.limits.maxK = 50; $0.limits.maxQueryVectors = 2 }) { _, path, _ in
             let c = try await ServerClient.connect(socketPath: path)
             defer { Task { await c.close() } }
             try await addCorpus(c)
@@ -216,6 +216,13 @@ private func addCorpus(_ client: ServerClient) async throws {
             #expect(errorCode(u) == "unknown_op" && u?["id"] == "u1")
             // too_large: a list over the batch limit.
             #expect(try await code(#"{"op":"get","ids":["a","b","c","d","e"]}"#) == "too_large")
+            // too_large: a pre-encoded query with more rows than allowed, in either form.
+            let row = "[1,0,0,0,0,0,0,0]"
+            #expect(try await code(#"{"op":"search","vectors":[\#(row),\#(row)]}"#) == nil)
+            #expect(try await code(#"{"op":"search","vectors":[\#(row),\#(row),\#(row)]}"#) == "too_large")
+            let threeRows = Data(repeating: 0, count: 3 * 8 * 4).base64EncodedString()
+            #expect(try await code(#"{"op":"search","vectors_b64":"\#(threeRows)"}"#) == "too_large")
+            #expect(try await code(#"{"op":"search_batch","queries":[{"vectors_b64":"\#(threeRows)"}]}"#) == "too_large")
             // not_found
             let nf = parse(try await c.sendLine(#"{"op":"get","id":9,"ids":["d1","missing-doc"]}"#))
             #expect(errorCode(nf) == "not_found" && nf?["id"] == 9)
