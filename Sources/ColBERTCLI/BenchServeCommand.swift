@@ -64,11 +64,13 @@ struct BenchServeCommand: AsyncParsableCommand {
 
     mutating func run() async throws {
         let texts = try loadQueries()
+        // Encoded once for the warm-up and the timed run alike.
+        let forms = preEncoded ? try await ServeBenchmark.encodedQueries(socketPath: socket, queries: texts)
+                               : ServeBenchmark.textQueries(texts)
         if warmup > 0 {
-            _ = try await ServeBenchmark.runSearch(socketPath: socket, clients: 1, total: warmup, queries: texts, k: k, preEncoded: preEncoded)
+            _ = try await ServeBenchmark.runSearch(socketPath: socket, clients: 1, total: warmup, queries: forms, k: k)
         }
-        let result = try await ServeBenchmark.runSearch(socketPath: socket, clients: clients, total: queries, queries: texts, k: k,
-                                                        preEncoded: preEncoded)
+        let result = try await ServeBenchmark.runSearch(socketPath: socket, clients: clients, total: queries, queries: forms, k: k)
         if json {
             var pairs = result.json.objectValue ?? []
             pairs.insert(("clients", .number(Double(clients))), at: 0)

@@ -118,18 +118,35 @@ public enum ServeBenchmark {
         return operations
     }
 
-    /// `colbert bench serve`: `clients` connections send `total` `search` requests (query texts
-    /// taken round-robin from `queries`) and time the responses. A response with `ok: false`
-    /// counts as an error. With `preEncoded`, the texts are first encoded by the server's own
-    /// `encode` op (untimed) and every search sends its query's vectors as `vectors_b64`, so
-    /// `took_ms` is the search alone and the overhead is the server's over an in-process search.
+    /// The query of one `search` request: its `query` field, or its `vectors_b64` and `model`.
+    public typealias QueryFields = [(String, JSONValue)]
+
+    /// Query texts as `query` fields.
+    public static func textQueries(_ texts: [String]) -> [QueryFields] {
+        texts.map { [("query", .string($0))] }
+    }
+
+    /// `runSearch` over query texts. With `preEncoded`, the texts are first encoded by the
+    /// server's own `encode` op (untimed, `encodedQueries`) and every search sends its query's
+    /// vectors as `vectors_b64`, so `took_ms` is the search alone and the overhead is the
+    /// server's over an in-process search.
     public static func runSearch(
         socketPath: String, clients: Int, total: Int, queries: [String], k: Int,
         parameters: [(String, JSONValue)] = [], preEncoded: Bool = false
     ) async throws -> Result {
-        precondition(!queries.isEmpty, "runSearch needs at least one query")
-        let forms = preEncoded ? try await encodedQueries(socketPath: socketPath, queries: queries)
-                               : queries.map { [("query", JSONValue.string($0))] }
+        let forms = preEncoded ? try await encodedQueries(socketPath: socketPath, queries: queries) : textQueries(queries)
+        return try await runSearch(socketPath: socketPath, clients: clients, total: total, queries: forms, k: k,
+                                   parameters: parameters)
+    }
+
+    /// `colbert bench serve`: `clients` connections send `total` `search` requests (queries
+    /// taken round-robin from `queries`) and time the responses. A response with `ok: false`
+    /// counts as an error.
+    public static func runSearch(
+        socketPath: String, clients: Int, total: Int, queries forms: [QueryFields], k: Int,
+        parameters: [(String, JSONValue)] = []
+    ) async throws -> Result {
+        precondition(!forms.isEmpty, "runSearch needs at least one query")
         let connections = LockedBox<[ServerClient]>([])
         func closeAll() async {
             for c in connections.withLock({ $0 }) { await c.close() }
@@ -161,9 +178,9 @@ public enum ServeBenchmark {
 
     /// Each query text as the fields of a pre-encoded search (`vectors_b64` and `model`), from
     /// the server's `encode` op, 32 texts per request.
-    static func encodedQueries(socketPath: String, queries: [String]) async throws -> [[(String, JSONValue)]] {
+    public static func encodedQueries(socketPath: String, queries: [String]) async throws -> [QueryFields] {
         let client = try await ServerClient.connect(socketPath: socketPath)
-        var forms: [[(String, JSONValue)]] = []
+        var forms: [QueryFields] = []
         do {
             var start = 0
             while start < queries.count {
