@@ -592,6 +592,183 @@ void ck_cluster_scores(const unsigned char *codes, int bytes_per_code, int nbits
 }
 
 
+
+/* ---- Fast-scan residual scores (8-bit lookup tables over code nibbles) ---- */
+
+int ck_fastscan_available(int bytes_per_code) {
+    return bytes_per_code > 0 && bytes_per_code % 32 == 0 && bytes_per_code <= CK_FASTSCAN_MAX_BYTES;
+}
+
+long ck_fastscan_table_bytes(int bytes_per_code) { return (long)bytes_per_code * 32; }
+
+/* Where the 16 entries of nibble h (0: high, 1: low) of code byte `byte` sit in a table: chunk
+   of 32 code bytes, then the byte's place in its 16-byte half, then h, then the half. One 32-byte
+   row is what the AVX2 loop hands to VPSHUFB: the same nibble of bytes b and b + 16. */
+static inline long fastscan_entry(int byte, int h) {
+    int chunk = byte / 32, in = byte % 32;
+    return (((long)chunk * 16 + in % 16) * 2 + h) * 32 + (in / 16) * 16;
+}
+
+void ck_fastscan_tables(const float *q, int bytes_per_code, int nbits, const float *weights, unsigned char *tables,
+                        float *scale, float *offset) {
+    const int per = 4 / nbits;          /* dims per nibble */
+    const int nibbles = 2 * bytes_per_code;
+    const int buckets = 1 << nbits;
+    float entry[2 * CK_FASTSCAN_MAX_BYTES * 16], lowest[2 * CK_FASTSCAN_MAX_BYTES];
+    float range = 0;
+    for (int p = 0; p < nibbles; p++) {
+        /* prod[j][k]: dim j of the nibble times bucket k's value. */
+        float prod[4][16];
+        for (int j = 0; j < per; j++)
+            for (int k = 0; k < buckets; k++) prod[j][k] = q[p * per + j] * weights[k];
+        float *e = entry + 16 * p, lo = INFINITY, hi = -INFINITY;
+        if (nbits == 2) {
+            /* The common case in a form the compiler vectorises: high bits pick dim 0's bucket. */
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++) e[4 * a + b] = prod[0][a] + prod[1][b];
+        } else {
+            for (int v = 0; v < 16; v++) {
+                float s = 0;
+                for (int j = 0; j < per; j++) s += prod[j][(v >> (4 - nbits * (j + 1))) & (buckets - 1)];
+                e[v] = s;
+            }
+        }
+        for (int v = 0; v < 16; v++) {
+            lo = e[v] < lo ? e[v] : lo;
+            hi = e[v] > hi ? e[v] : hi;
+        }
+        lowest[p] = lo;
+        if (hi - lo > range) range = hi - lo;
+    }
+    /* 255 steps (one byte). With 127, which would let the two nibbles of a byte be added as
+       bytes, SciFact's recall@10 against exhaustive fell from 0.9923 to 0.9917. */
+    float step = range > 0 ? range / 255 : 1, inv = 1 / step;
+    double base = 0;
+    for (int p = 0; p < nibbles; p++) {
+        unsigned char *t = tables + fastscan_entry(p / 2, p % 2);
+        for (int v = 0; v < 16; v++) {
+            int u = (int)((entry[16 * p + v] - lowest[p]) * inv + 0.5f);
+            t[v] = (unsigned char)(u < 0 ? 0 : u > 255 ? 255 : u);
+        }
+        base += lowest[p];
+    }
+    *scale = step;
+    *offset = (float)base;
+}
+
+void ck_fastscan_scores_portable(const unsigned char *codes, int bytes_per_code, int n,
+                                 const unsigned char *const *tables, const float *scales, const float *bases, int m,
+                                 float *out, long ldo) {
+    for (int t = 0; t < n; t++) {
+        const unsigned char *b = codes + (long)t * bytes_per_code;
+        for (int i = 0; i < m; i++) {
+            const unsigned char *tq = tables[i];
+            unsigned sum = 0;
+            for (int k = 0; k < bytes_per_code; k++)
+                sum += tq[fastscan_entry(k, 0) + (b[k] >> 4)] + tq[fastscan_entry(k, 1) + (b[k] & 15)];
+            out[(long)i * ldo + t] = fmaf(scales[i], (float)sum, bases[i]);
+        }
+    }
+}
+
+#ifdef CK_X86
+/* Sixteen tokens at a time. Their codes are transposed in registers (four rounds of unpacks
+   within each 128-bit half), so that one vector holds code byte b of all sixteen tokens in its
+   low half and byte b + 16 in its high half; each nibble position is then one VPSHUFB into its
+   table for all sixteen tokens. The looked-up bytes of even and odd tokens are summed in one pair
+   of sixteen-bit accumulators: `all` adds them as words (even + 256 * odd), `odd` the high bytes,
+   and all - 256 * odd is the even tokens' sum modulo 2^16, which is exact because no sum reaches
+   2^16 (255 * 2 * 128 bytes at most). */
+__attribute__((target("avx2,fma")))
+static void fastscan_scores_avx2(const unsigned char *codes, int bpc, int n, const unsigned char *const *tables,
+                                 const float *scales, const float *bases, int m, float *out, long ldo) {
+    const int chunks = bpc / 32;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    unsigned char tail[16 * CK_FASTSCAN_MAX_BYTES] __attribute__((aligned(32)));
+    __m256i nib[2 * 16 * (CK_FASTSCAN_MAX_BYTES / 32)]; /* per chunk and byte: high nibbles, low nibbles */
+    for (int t0 = 0; t0 < n; t0 += 16) {
+        int live = n - t0 < 16 ? n - t0 : 16;
+        const unsigned char *src = codes + (long)t0 * bpc;
+        if (live < 16) {
+            memset(tail, 0, (size_t)16 * (size_t)bpc);
+            memcpy(tail, src, (size_t)live * (size_t)bpc);
+            src = tail;
+        } else {
+            /* The block after next (see cluster_scores_avx2). */
+            long ahead = (long)(t0 + 32) * bpc, end = (long)n * bpc;
+            for (long o = ahead; o < ahead + 16L * bpc && o < end; o += 64) _mm_prefetch((const char *)codes + o, _MM_HINT_T0);
+        }
+        for (int c = 0; c < chunks; c++) {
+            __m256i r[16], a[16];
+            for (int t = 0; t < 16; t++) r[t] = _mm256_loadu_si256((const __m256i *)(src + (long)t * bpc + 32 * c));
+            for (int k = 0; k < 8; k++) {
+                a[k] = _mm256_unpacklo_epi8(r[2 * k], r[2 * k + 1]);     /* token pair k, bytes 0-7 */
+                a[8 + k] = _mm256_unpackhi_epi8(r[2 * k], r[2 * k + 1]); /* token pair k, bytes 8-15 */
+            }
+            for (int h = 0; h < 2; h++)
+                for (int k = 0; k < 4; k++) {
+                    r[8 * h + k] = _mm256_unpacklo_epi16(a[8 * h + 2 * k], a[8 * h + 2 * k + 1]);     /* quad k, bytes 8h + 0-3 */
+                    r[8 * h + 4 + k] = _mm256_unpackhi_epi16(a[8 * h + 2 * k], a[8 * h + 2 * k + 1]); /* quad k, bytes 8h + 4-7 */
+                }
+            for (int j = 0; j < 4; j++)
+                for (int k = 0; k < 2; k++) {
+                    a[4 * j + k] = _mm256_unpacklo_epi32(r[4 * j + 2 * k], r[4 * j + 2 * k + 1]);     /* octet k, bytes 4j, 4j + 1 */
+                    a[4 * j + 2 + k] = _mm256_unpackhi_epi32(r[4 * j + 2 * k], r[4 * j + 2 * k + 1]); /* octet k, bytes 4j + 2, 4j + 3 */
+                }
+            __m256i *nb = nib + 32 * c;
+            for (int i = 0; i < 8; i++) {
+                __m256i b0 = _mm256_unpacklo_epi64(a[2 * i], a[2 * i + 1]); /* byte 2i of the 16 tokens */
+                __m256i b1 = _mm256_unpackhi_epi64(a[2 * i], a[2 * i + 1]); /* byte 2i + 1 */
+                nb[4 * i] = _mm256_and_si256(_mm256_srli_epi16(b0, 4), low4);
+                nb[4 * i + 1] = _mm256_and_si256(b0, low4);
+                nb[4 * i + 2] = _mm256_and_si256(_mm256_srli_epi16(b1, 4), low4);
+                nb[4 * i + 3] = _mm256_and_si256(b1, low4);
+            }
+        }
+        for (int i = 0; i < m; i++) {
+            const __m256i *tq = (const __m256i *)tables[i];
+            __m256i all = _mm256_setzero_si256(), odd = all;
+            for (int s = 0; s < 16 * chunks; s++) {
+                __m256i x = _mm256_shuffle_epi8(_mm256_loadu_si256(tq + 2 * s), nib[2 * s]);
+                __m256i y = _mm256_shuffle_epi8(_mm256_loadu_si256(tq + 2 * s + 1), nib[2 * s + 1]);
+                all = _mm256_add_epi16(all, _mm256_add_epi16(x, y));
+                odd = _mm256_add_epi16(odd, _mm256_add_epi16(_mm256_srli_epi16(x, 8), _mm256_srli_epi16(y, 8)));
+            }
+            __m256i even = _mm256_sub_epi16(all, _mm256_slli_epi16(odd, 8));
+            /* Each half holds its bytes' part of the sums: add the halves. */
+            __m128i e = _mm_add_epi16(_mm256_castsi256_si128(even), _mm256_extracti128_si256(even, 1));
+            __m128i o = _mm_add_epi16(_mm256_castsi256_si128(odd), _mm256_extracti128_si256(odd, 1));
+            __m256 sc = _mm256_set1_ps(scales[i]), bs = _mm256_set1_ps(bases[i]);
+            __m256 s0 = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm_unpacklo_epi16(e, o))), bs);
+            __m256 s1 = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm_unpackhi_epi16(e, o))), bs);
+            float *dst = out + (long)i * ldo + t0;
+            if (live == 16) {
+                _mm256_storeu_ps(dst, s0);
+                _mm256_storeu_ps(dst + 8, s1);
+            } else {
+                float tmp[16];
+                _mm256_storeu_ps(tmp, s0);
+                _mm256_storeu_ps(tmp + 8, s1);
+                for (int r = 0; r < live; r++) dst[r] = tmp[r];
+            }
+        }
+    }
+}
+#endif
+
+void ck_fastscan_scores(const unsigned char *codes, int bytes_per_code, int n, const unsigned char *const *tables,
+                        const float *scales, const float *bases, int m, float *out, long ldo) {
+    if (n <= 0 || m <= 0 || !ck_fastscan_available(bytes_per_code)) return;
+#ifdef CK_X86
+    if (ck_uses_avx2()) {
+        fastscan_scores_avx2(codes, bytes_per_code, n, tables, scales, bases, m, out, ldo);
+        return;
+    }
+#endif
+    ck_fastscan_scores_portable(codes, bytes_per_code, n, tables, scales, bases, m, out, ldo);
+}
+
+
 /* Inserts v (index c) into the n kept entries, after every entry >= v so that equal scores keep
    the lower index first; drops the worst when full. Returns the new count. */
 static inline int select_insert(float v, int c, int n, int keep, float *sc, int *id) {

@@ -69,11 +69,14 @@ struct IndexBackend: RetrievalBackend {
                 if value.isNull { params.centroidScoreThreshold = nil; continue }
                 guard let v = value.doubleValue, v.isFinite else { throw BackendError(.badRequest, "params.centroid_score_threshold must be a number or null") }
                 params.centroidScoreThreshold = Float(v)
+            case "fast_scan":
+                guard let v = value.boolValue else { throw BackendError(.badRequest, "params.fast_scan must be a boolean") }
+                params.fastScan = v
             case "exhaustive":
                 guard let v = value.boolValue else { throw BackendError(.badRequest, "params.exhaustive must be a boolean") }
                 exhaustive = v
             default:
-                throw BackendError(.badRequest, "unknown search parameter '\(name)' (known: nprobe, rerank, rerank_margin, centroid_score_threshold, exhaustive)")
+                throw BackendError(.badRequest, "unknown search parameter '\(name)' (known: nprobe, rerank, rerank_margin, centroid_score_threshold, fast_scan, exhaustive)")
             }
         }
         return (params, exhaustive)

@@ -13,6 +13,7 @@ struct SearchTuningOptions: ParsableArguments {
     @Option(name: .long, help: "Worker threads (default: all cores).") var threads: Int?
     @Option(name: .long, help: "Imputation for query tokens with no probed token of a document: bestUnselected, lastSelected or zero.") var missing: String?
     @Flag(name: .long, help: "Score probed tokens by their normalised decompressed vectors (slower, exact per token).") var normalizeScores = false
+    @Flag(name: .long, inversion: .prefixedNo, help: "Score probed tokens through 8-bit lookup tables over their codes (fast; --no-fast-scan: exact residual dot products).") var fastScan = true
 
     func validate() throws {
         if let nprobe, nprobe < 1 { throw ValidationError("--nprobe must be at least 1") }
@@ -35,6 +36,7 @@ struct SearchTuningOptions: ParsableArguments {
         if let centroidThreshold { p.centroidScoreThreshold = centroidThreshold }
         if let missing, let m = MissingSimilarity(rawValue: missing) { p.missingSimilarity = m }
         if normalizeScores { p.normalizeScores = true }
+        p.fastScan = fastScan
         return p
     }
 

@@ -159,6 +159,74 @@ public enum MaxSimKernel {
     }
 }
 
+/// A query's fast-scan tables (`ck_fastscan_tables`): per query row, the 8-bit contributions of
+/// every code nibble to its dot product with a residual, a step and an offset. Approximate
+/// residual scores through them cost a few byte shuffles per token instead of a decompression.
+public final class FastScanTables: @unchecked Sendable {
+    // @unchecked: written only in init; the tables' memory is fixed, so the pointers handed out
+    // stay valid as long as the object lives.
+    public let rows: Int
+    /// Bytes of one row's table.
+    public let stride: Int
+    /// Per row: the size of one table step, and the sum of the positions' smallest entries
+    /// (add it to the row's centroid score).
+    public let scales: [Float]
+    public let offsets: [Float]
+    private let storage: UnsafeMutablePointer<UInt8>
+
+    /// Whether codes of this codec can be scored by fast-scan: whole 32-byte chunks, up to 128
+    /// bytes (128 to 512 dims at 2 bits, 64 to 256 at 4, 256 to 1,024 at 1).
+    public static func supports(_ codec: ResidualCodec) -> Bool {
+        ck_fastscan_available(Int32(codec.bytesPerVector)) != 0
+    }
+
+    /// `query` holds `rows` rows of `codec.dim` floats. nil when the codec is not supported.
+    public init?(query: UnsafePointer<Float>, rows: Int, codec: ResidualCodec) {
+        guard Self.supports(codec), rows >= 0, codec.bucketWeights.count == codec.bucketCount else { return nil }
+        let bpc = Int32(codec.bytesPerVector)
+        self.rows = rows
+        let stride = ck_fastscan_table_bytes(bpc)
+        let storage = UnsafeMutablePointer<UInt8>.allocate(capacity: max(1, rows * stride))
+        var scales = [Float](repeating: 0, count: rows), offsets = [Float](repeating: 0, count: rows)
+        codec.bucketWeights.withUnsafeBufferPointer { w in
+            for i in 0..<rows {
+                ck_fastscan_tables(query + i * codec.dim, bpc, Int32(codec.nbits), w.baseAddress!,
+                                   storage + i * stride, &scales[i], &offsets[i])
+            }
+        }
+        self.stride = stride
+        self.storage = storage
+        self.scales = scales
+        self.offsets = offsets
+    }
+
+    deinit { storage.deallocate() }
+
+    /// Row i's table; valid while `self` lives.
+    public func table(_ i: Int) -> UnsafePointer<UInt8> {
+        precondition(i >= 0 && i < rows)
+        return UnsafePointer(storage + i * stride)
+    }
+}
+
+extension MaxSimKernel {
+    /// Approximate scores of one cluster's `count` tokens against several query rows through their
+    /// fast-scan tables: `out[i * ldo + t] = bases[i] + scales[i] * Σ table entries`, within
+    /// `scales[i] * bytesPerVector` of `clusterScores`' exact residual dot product when `bases[i]`
+    /// is the centroid score plus the row's table offset. `tables[i]` points at row i's table.
+    @inlinable
+    public static func fastScanScores(codes: UnsafeRawPointer, codec: ResidualCodec, count: Int,
+                                      tables: UnsafePointer<UnsafePointer<UInt8>?>, scales: UnsafePointer<Float>,
+                                      bases: UnsafePointer<Float>, queryCount: Int,
+                                      into out: UnsafeMutablePointer<Float>, ldo: Int) {
+        guard count > 0, queryCount > 0 else { return }
+        precondition(count <= Int(Int32.max) && queryCount <= Int(Int32.max) && ldo >= count
+                     && FastScanTables.supports(codec))
+        ck_fastscan_scores(codes.assumingMemoryBound(to: UInt8.self), Int32(codec.bytesPerVector), Int32(count),
+                           tables, scales, bases, Int32(queryCount), out, ldo)
+    }
+}
+
 extension PackedRows {
     /// `out[i * ldo + j] = self_i · others_j` (or `+=` when `accumulate`) for `count` rows of
     /// `dim` floats (row-major): a query's scores against every centroid, or a Linear layer

@@ -220,9 +220,10 @@ public enum MaxSimSearcher {
 
         // (3) The probes grouped by cluster: each probed cluster is read and decompressed once
         // per query, for every query token that probes it.
+        let fastScan = p.fastScan && !p.normalizeScores ? FastScanTables(query: q, rows: nq, codec: index.codec) : nil
         let plan = centroidScores.withUnsafeBufferPointer {
             ProbePlan(probeIds: probeIds, probeCounts: probeCounts, nprobe: nprobe, query: q, dim: dim,
-                      centroidScores: $0.baseAddress!, centroidCount: K)
+                      centroidScores: $0.baseAddress!, centroidCount: K, fastScan: fastScan)
         }
         let t3 = nowSeconds()
         timings.grouping += t3 - t2
@@ -244,7 +245,9 @@ public enum MaxSimSearcher {
             runWorkers(workers) { w in
                 let scratch = scratches[w]
                 do {
-                    try scratch.scoreClusters(of: plan, index: index, worker: w, workers: workers, normalize: normalize)
+                    try withExtendedLifetime(fastScan) {
+                        try scratch.scoreClusters(of: plan, index: index, worker: w, workers: workers, normalize: normalize)
+                    }
                     for i in 0..<nq {
                         for j in 0..<probeCounts[i] {
                             // The next probe's document ids are cold (pass one read only codes).
@@ -413,15 +416,21 @@ struct ProbePlan {
     /// that token's score with the cluster's centroid.
     private(set) var queryRows: [UnsafePointer<Float>?] = []
     private(set) var bases: [Float] = []
+    /// With fast-scan: per probe in group order, its query token's table and step (`bases` then
+    /// include the table's offset); empty otherwise.
+    private(set) var tables: [UnsafePointer<UInt8>?] = []
+    private(set) var scales: [Float] = []
+    let usesFastScan: Bool
     /// Per probe `i * nprobe + j` (query token i's j-th cluster): its group and its place there.
     private(set) var probeGroup: [Int32]
     private(set) var probeRank: [Int32]
 
     var clusterCount: Int { clusters.count }
 
-    /// `query` must outlive the plan's use: `queryRows` point into it.
+    /// `query` and `fastScan` must outlive the plan's use: `queryRows` and `tables` point into them.
     init(probeIds: [Int32], probeCounts: [Int], nprobe: Int, query: UnsafePointer<Float>, dim: Int,
-         centroidScores: UnsafePointer<Float>, centroidCount: Int) {
+         centroidScores: UnsafePointer<Float>, centroidCount: Int, fastScan: FastScanTables? = nil) {
+        usesFastScan = fastScan != nil
         probeGroup = [Int32](repeating: -1, count: probeIds.count)
         probeRank = [Int32](repeating: 0, count: probeIds.count)
         var keys: [UInt64] = []
@@ -440,8 +449,16 @@ struct ProbePlan {
             }
             probeGroup[probe] = Int32(clusters.count - 1)
             probeRank[probe] = Int32(queryRows.count - groupStart[groupStart.count - 1])
-            queryRows.append(query + (probe / nprobe) * dim)
-            bases.append(centroidScores[(probe / nprobe) * centroidCount + Int(c)])
+            let i = probe / nprobe
+            queryRows.append(query + i * dim)
+            let centroidScore = centroidScores[i * centroidCount + Int(c)]
+            if let fastScan {
+                tables.append(fastScan.table(i))
+                scales.append(fastScan.scales[i])
+                bases.append(centroidScore + fastScan.offsets[i])
+            } else {
+                bases.append(centroidScore)
+            }
         }
         groupStart.append(queryRows.count)
     }
@@ -544,38 +561,51 @@ final class ScoringScratch: @unchecked Sendable {
 
     /// Pass one of a query's scoring: for every cluster of `plan`, the scores of this worker's
     /// entries against the query tokens that probe it, each token decompressed once
-    /// (`MaxSimKernel.clusterScores`), stored cluster after cluster, chunk after chunk.
+    /// (`MaxSimKernel.clusterScores`) or looked up in the query tokens' fast-scan tables
+    /// (`MaxSimKernel.fastScanScores`), stored cluster after cluster, chunk after chunk.
     func scoreClusters<S: IndexSnapshot>(of plan: ProbePlan, index: S, worker w: Int, workers: Int, normalize: Bool) throws {
         let codec = index.codec, dim = index.dim, bytesPerCode = codec.bytesPerVector
         let idBound = Int(index.documentIdBound)
         guard let centroids = index.centroids.baseAddress else { return }
         var cursor = 0
         groupOffsets.removeAll(keepingCapacity: true)
+        let fastScan = plan.usesFastScan
         try plan.queryRows.withUnsafeBufferPointer { rows in
             try plan.bases.withUnsafeBufferPointer { bases in
-                try codec.bucketWeights.withUnsafeBufferPointer { weights in
-                    for u in 0..<plan.clusterCount {
-                        let c = Int(plan.clusters[u])
-                        let group = plan.groupStart[u], m = plan.groupStart[u + 1] - group
-                        groupOffsets.append(cursor)
-                        // The next cluster's first codes, which the kernel would otherwise start on cold.
-                        if u + 1 < plan.clusterCount {
-                            try index.forEachClusterChunk(Int(plan.clusters[u + 1])) { view in
-                                view.prefetchCodes(Self.share(of: view, worker: w, workers: workers, idBound: idBound))
+                try plan.tables.withUnsafeBufferPointer { tables in
+                    try plan.scales.withUnsafeBufferPointer { scales in
+                        try codec.bucketWeights.withUnsafeBufferPointer { weights in
+                            for u in 0..<plan.clusterCount {
+                                let c = Int(plan.clusters[u])
+                                let group = plan.groupStart[u], m = plan.groupStart[u + 1] - group
+                                groupOffsets.append(cursor)
+                                // The next cluster's first codes, which the kernel would otherwise start on cold.
+                                if u + 1 < plan.clusterCount {
+                                    try index.forEachClusterChunk(Int(plan.clusters[u + 1])) { view in
+                                        view.prefetchCodes(Self.share(of: view, worker: w, workers: workers, idBound: idBound))
+                                    }
+                                }
+                                try index.forEachClusterChunk(c) { view in
+                                    guard view.bytesPerCode == bytesPerCode else {
+                                        throw SearchError.invalidParameter("cluster \(c) has \(view.bytesPerCode)-byte codes, the codec expects \(bytesPerCode)")
+                                    }
+                                    let part = Self.share(of: view, worker: w, workers: workers, idBound: idBound)
+                                    guard !part.isEmpty else { return }
+                                    reserveScores(cursor + m * part.count, keeping: cursor)
+                                    if fastScan {
+                                        MaxSimKernel.fastScanScores(codes: view.code(part.lowerBound), codec: codec, count: part.count,
+                                                                    tables: tables.baseAddress! + group, scales: scales.baseAddress! + group,
+                                                                    bases: bases.baseAddress! + group, queryCount: m,
+                                                                    into: scores + cursor, ldo: part.count)
+                                    } else {
+                                        MaxSimKernel.clusterScores(codes: view.code(part.lowerBound), codec: codec, count: part.count,
+                                                                   weights: weights.baseAddress!, centroid: centroids + c * dim,
+                                                                   queries: rows.baseAddress! + group, bases: bases.baseAddress! + group,
+                                                                   queryCount: m, normalize: normalize, into: scores + cursor, ldo: part.count)
+                                    }
+                                    cursor += m * part.count
+                                }
                             }
-                        }
-                        try index.forEachClusterChunk(c) { view in
-                            guard view.bytesPerCode == bytesPerCode else {
-                                throw SearchError.invalidParameter("cluster \(c) has \(view.bytesPerCode)-byte codes, the codec expects \(bytesPerCode)")
-                            }
-                            let part = Self.share(of: view, worker: w, workers: workers, idBound: idBound)
-                            guard !part.isEmpty else { return }
-                            reserveScores(cursor + m * part.count, keeping: cursor)
-                            MaxSimKernel.clusterScores(codes: view.code(part.lowerBound), codec: codec, count: part.count,
-                                                       weights: weights.baseAddress!, centroid: centroids + c * dim,
-                                                       queries: rows.baseAddress! + group, bases: bases.baseAddress! + group,
-                                                       queryCount: m, normalize: normalize, into: scores + cursor, ldo: part.count)
-                            cursor += m * part.count
                         }
                     }
                 }

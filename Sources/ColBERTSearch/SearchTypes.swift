@@ -55,15 +55,22 @@ public struct SearchParameters: Sendable, Equatable {
     /// add and the norm in every token's decompression (about 1.5x the scoring time on SciFact)
     /// and did not raise recall enough to shorten the re-rank, hence off by default.
     public var normalizeScores: Bool
+    /// Score probed tokens (without `normalizeScores`) through 8-bit lookup tables over their code
+    /// nibbles (`FastScanTables`) instead of decompressing them: each token's residual score is
+    /// then off by at most a few thousandths, which the exact re-rank absorbs. Used where the
+    /// codec allows it (codes of whole 32-byte chunks, e.g. 128 dims at 2 bits); elsewhere the
+    /// exact residual dot products are used either way.
+    public var fastScan: Bool
 
     public init(nprobe: Int, centroidScoreThreshold: Float? = nil, rerankDepth: Int = 0, rerankMargin: Float? = nil,
-                missingSimilarity: MissingSimilarity = .bestUnselected, normalizeScores: Bool = false) {
+                missingSimilarity: MissingSimilarity = .bestUnselected, normalizeScores: Bool = false, fastScan: Bool = true) {
         self.nprobe = nprobe
         self.centroidScoreThreshold = centroidScoreThreshold
         self.rerankDepth = rerankDepth
         self.rerankMargin = rerankMargin
         self.missingSimilarity = missingSimilarity
         self.normalizeScores = normalizeScores
+        self.fastScan = fastScan
     }
 
     /// Candidates in the block of an early-stopping re-rank (`rerankMargin`) that starts at

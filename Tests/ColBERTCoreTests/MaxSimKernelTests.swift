@@ -347,4 +347,62 @@ import Testing
             }
         }
     }
+
+    /// Fast-scan scores: within half a table step per nibble position of the exact residual dot
+    /// products plus the centroid score, for every code width at the widths it supports (32, 64
+    /// and 128 code bytes) and for counts around its blocks of sixteen; the vector path and the
+    /// portable loop give the same floats; a token's score does not depend on its block; and
+    /// widths it does not support are refused.
+    @Test(arguments: [1, 2, 4])
+    func fastScanScoresStayWithinHalfAStepOfExactOnes(nbits: Int) throws {
+        for bpc in [32, 64, 128] {
+            let dim = bpc * 8 / nbits, n = 37
+            let t = try encodedTokens(dim: dim, n: n, K: 1, nbits: nbits)
+            let codec = t.codec
+            #expect(FastScanTables.supports(codec))
+            let queries = random(3 * dim, seed: 23)
+            let tables = try #require(FastScanTables(query: queries, rows: 3, codec: codec))
+            let centroidScores = (0..<3).map { i in (0..<dim).reduce(Float(0)) { $0 + queries[i * dim + $1] * t.centroids[$1] } }
+            let bases = (0..<3).map { centroidScores[$0] + tables.offsets[$0] }
+            func scores(first: Int, count: Int, rows: [Int], portable: Bool) -> [Float] {
+                var out = [Float](repeating: .nan, count: rows.count * count)
+                let pointers: [UnsafePointer<UInt8>?] = rows.map { tables.table($0) }
+                let scales = rows.map { tables.scales[$0] }, rowBases = rows.map { bases[$0] }
+                t.codes.withUnsafeBytes { cb in
+                    let codes = cb.baseAddress! + first * bpc
+                    if portable {
+                        ck_fastscan_scores_portable(codes.assumingMemoryBound(to: UInt8.self), Int32(bpc), Int32(count), pointers,
+                                                    scales, rowBases, Int32(rows.count), &out, count)
+                    } else {
+                        pointers.withUnsafeBufferPointer { p in
+                            MaxSimKernel.fastScanScores(codes: codes, codec: codec, count: count, tables: p.baseAddress!,
+                                                        scales: scales, bases: rowBases, queryCount: rows.count, into: &out, ldo: count)
+                        }
+                    }
+                }
+                return out
+            }
+            let decoded = t.decodedByCodec(normalize: false)
+            for count in [1, 15, 16, 17, 37] {
+                let fast = scores(first: 0, count: count, rows: [0, 1, 2], portable: false)
+                #expect(fast == scores(first: 0, count: count, rows: [0, 1, 2], portable: true), "nbits \(nbits) bpc \(bpc) count \(count)")
+                for i in 0..<3 {
+                    let bound = tables.scales[i] * Float(bpc) + 1e-3
+                    for j in 0..<count {
+                        var want: Float = 0
+                        for d in 0..<dim { want += queries[i * dim + d] * decoded[j * dim + d] }
+                        #expect(abs(fast[i * count + j] - want) <= bound,
+                                "nbits \(nbits) bpc \(bpc) count \(count) row \(i) token \(j): \(fast[i * count + j]) vs \(want)")
+                    }
+                }
+                if count == 37 {
+                    let alone = scores(first: 20, count: 1, rows: [2], portable: false)
+                    #expect(alone[0] == fast[2 * count + 20])
+                }
+            }
+        }
+        let narrow = try ResidualCodec.train(dim: 64, nbits: nbits, residuals: random(100 * 64, seed: 3))
+        #expect(FastScanTables.supports(narrow) == (narrow.bytesPerVector % 32 == 0))
+        if !FastScanTables.supports(narrow) { #expect(FastScanTables(query: random(64, seed: 1), rows: 1, codec: narrow) == nil) }
+    }
 }

@@ -29,6 +29,42 @@ import Testing
         }
     }
 
+    /// Where the codec allows fast-scan (whole 32-byte codes), the approximate scores of a search
+    /// probing every cluster stay within the tables' quantisation bound of unnormalised MaxSim (half
+    /// a step per nibble position and query token), `fastScan: false` gives that MaxSim itself,
+    /// and with a full re-rank both return the exhaustive results.
+    @Test(arguments: [1, 2, 4])
+    func fastScanScoresStayWithinTheirBoundOfUnnormalisedMaxSim(nbits: Int) throws {
+        let dim = 32 * 8 / nbits
+        let f = try Fixture(documents: 50, dim: dim, nbits: nbits, queries: 3, queryTokens: 6)
+        #expect(FastScanTables.supports(f.index.codec))
+        let fast = SearchParameters(nprobe: f.index.centroidCount, rerankDepth: 0)
+        var exact = fast
+        exact.fastScan = false
+        #expect(fast.fastScan && SearchParameters.defaults(k: 10).fastScan)
+        for q in f.queries {
+            let want = try f.bruteForce(q, normalize: false)
+            #expect(sameResults(try MaxSimSearcher.search(query: q, in: f.index, k: 1000, parameters: exact), want))
+            let got = try MaxSimSearcher.search(query: q, in: f.index, k: 1000, parameters: fast, threads: 2)
+            let tables = try #require(q.vectors.withUnsafeBufferPointer {
+                FastScanTables(query: $0.baseAddress!, rows: q.count, codec: f.index.codec)
+            })
+            let bound = tables.scales.reduce(0, +) * Float(f.index.codec.bytesPerVector) + 1e-4
+            let wanted = Dictionary(uniqueKeysWithValues: want.map { ($0.docId, $0.score) })
+            #expect(got.count == want.count)
+            for d in got {
+                let w = try #require(wanted[d.docId])
+                #expect(abs(d.score - w) <= bound, "doc \(d.docId): \(d.score) vs \(w), bound \(bound)")
+            }
+            // Some score moved: the tables are in use.
+            #expect(!sameResults(got, want, tolerance: 1e-6))
+            var reranked = fast
+            reranked.rerankDepth = 1000
+            #expect(try MaxSimSearcher.search(query: q, in: f.index, k: 7, parameters: reranked)
+                    == MaxSimSearcher.exhaustive(query: q, in: f.index, k: 7))
+        }
+    }
+
     @Test(arguments: [1, 2, 4])
     func normalisedScoresEqualExhaustiveWhenEveryClusterIsProbed(nbits: Int) throws {
         let f = try Fixture(nbits: nbits)

@@ -72,6 +72,27 @@ void ck_cluster_scores(const unsigned char *codes, int bytes_per_code, int nbits
                        const float *centroid, const float *const *queries, const float *bases, int m,
                        int normalise, float *out, long ldo);
 
+/// Fast-scan residual scores: the approximate counterpart of `ck_cluster_scores` (normalise 0)
+/// for codes of a multiple of 32 bytes, up to CK_FASTSCAN_MAX_BYTES. Per query row, a table
+/// gives each nibble position of a code (two per byte) its 16 possible contributions to
+/// dot(q, residual), quantised to 0..255 steps of `scale` above the position's smallest one
+/// (their sum is `offset`); a token's score is then bases[i] + scale_i * (sum of its 2 *
+/// bytes_per_code entries), with bases[i] = q_i's score with the centroid + offset_i. It differs
+/// from the exact residual dot product by at most scale_i * bytes_per_code (half a step per
+/// position). VPSHUFB looks up one position for 16 tokens at once, from codes transposed in
+/// registers, so the codes keep their layout. Both paths give the same floats.
+#define CK_FASTSCAN_MAX_BYTES 128
+int ck_fastscan_available(int bytes_per_code);
+/// Bytes of one query row's table.
+long ck_fastscan_table_bytes(int bytes_per_code);
+/// Builds q's table (dim = bytes_per_code * 8 / nbits floats; weights as for `ck_cluster_scores`).
+void ck_fastscan_tables(const float *q, int bytes_per_code, int nbits, const float *weights, unsigned char *tables,
+                        float *scale, float *offset);
+/// out[i * ldo + t] for n tokens of one cluster (codes as for `ck_cluster_scores`) and m query
+/// rows, tables[i] built by `ck_fastscan_tables`. Writes nothing when the width is not supported.
+void ck_fastscan_scores(const unsigned char *codes, int bytes_per_code, int n, const unsigned char *const *tables,
+                        const float *scales, const float *bases, int m, float *out, long ldo);
+
 /// The best `keep` of `count` scores in (score desc, index asc) order: their values into
 /// `scores_out` and indices into `ids_out` (`keep` entries of room each); returns how many
 /// (min(keep, count)). Once `keep` are held, a score enters only when above the worst kept.
@@ -113,6 +134,9 @@ void ck_cluster_scores_portable(const unsigned char *codes, int bytes_per_code, 
                                 const float *centroid, const float *const *queries, const float *bases, int m,
                                 int normalise, float *out, long ldo);
 void ck_gelu_portable(float *x, long count);
+void ck_fastscan_scores_portable(const unsigned char *codes, int bytes_per_code, int n,
+                                 const unsigned char *const *tables, const float *scales, const float *bases, int m,
+                                 float *out, long ldo);
 void ck_softmax_rows_portable(float *s, int rows, int cols, const float *key_mask);
 
 #endif
