@@ -647,8 +647,9 @@ void ck_fastscan_tables(const float *q, int bytes_per_code, int nbits, const flo
     for (int p = 0; p < nibbles; p++) {
         unsigned char *t = tables + fastscan_entry(p / 2, p % 2);
         for (int v = 0; v < 16; v++) {
-            int u = (int)((entry[16 * p + v] - lowest[p]) * inv + 0.5f);
-            t[v] = (unsigned char)(u < 0 ? 0 : u > 255 ? 255 : u);
+            /* Clamped as a float: converting one out of int range (or NaN) would be undefined. */
+            float u = (entry[16 * p + v] - lowest[p]) * inv + 0.5f;
+            t[v] = (unsigned char)(u >= 255 ? 255 : u > 0 ? (int)u : 0);
         }
         base += lowest[p];
     }
