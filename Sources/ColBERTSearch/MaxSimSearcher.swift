@@ -2,8 +2,8 @@ import ColBERTCore
 import Synchronization
 
 /// MaxSim search over an `IndexSnapshot`: WARP-style centroid-pruned search that scores each
-/// probed cluster's packed residuals once per query, an exact re-rank, and exhaustive MaxSim as
-/// ground truth.
+/// probed cluster's packed residuals once per query (through the query tokens' fast-scan tables
+/// where the codec allows), an exact re-rank, and exhaustive MaxSim as ground truth.
 ///
 /// Results are sorted by score descending, ties by internal id ascending, and are bit-identical
 /// for every thread count: each document's score is always computed by one worker with the same
@@ -218,8 +218,8 @@ public enum MaxSimSearcher {
         let t2 = nowSeconds()
         timings.selection += t2 - t1
 
-        // (3) The probes grouped by cluster: each probed cluster is read and decompressed once
-        // per query, for every query token that probes it.
+        // (3) The probes grouped by cluster: each probed cluster is read once per query, for
+        // every query token that probes it; and the query tokens' fast-scan tables.
         let fastScan = p.fastScan && !p.normalizeScores ? FastScanTables(query: q, rows: nq, codec: index.codec) : nil
         let plan = centroidScores.withUnsafeBufferPointer {
             ProbePlan(probeIds: probeIds, probeCounts: probeCounts, nprobe: nprobe, query: q, dim: dim,

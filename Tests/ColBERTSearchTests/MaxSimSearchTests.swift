@@ -46,6 +46,9 @@ import Testing
             let want = try f.bruteForce(q, normalize: false)
             #expect(sameResults(try MaxSimSearcher.search(query: q, in: f.index, k: 1000, parameters: exact), want))
             let got = try MaxSimSearcher.search(query: q, in: f.index, k: 1000, parameters: fast, threads: 2)
+            // The same floats whatever the thread count.
+            #expect(try MaxSimSearcher.search(query: q, in: f.index, k: 1000, parameters: fast, threads: 1) == got)
+            #expect(try MaxSimSearcher.search(query: q, in: f.index, k: 1000, parameters: fast, threads: 3) == got)
             let tables = try #require(q.vectors.withUnsafeBufferPointer {
                 FastScanTables(query: $0.baseAddress!, rows: q.count, codec: f.index.codec)
             })
