@@ -420,7 +420,8 @@ struct ProbePlan {
     /// include the table's offset); empty otherwise.
     private(set) var tables: [UnsafePointer<UInt8>?] = []
     private(set) var scales: [Float] = []
-    let usesFastScan: Bool
+    /// A plan without probes scores nothing, so it needs no flag of its own.
+    var usesFastScan: Bool { !tables.isEmpty }
     /// Per probe `i * nprobe + j` (query token i's j-th cluster): its group and its place there.
     private(set) var probeGroup: [Int32]
     private(set) var probeRank: [Int32]
@@ -430,7 +431,6 @@ struct ProbePlan {
     /// `query` and `fastScan` must outlive the plan's use: `queryRows` and `tables` point into them.
     init(probeIds: [Int32], probeCounts: [Int], nprobe: Int, query: UnsafePointer<Float>, dim: Int,
          centroidScores: UnsafePointer<Float>, centroidCount: Int, fastScan: FastScanTables? = nil) {
-        usesFastScan = fastScan != nil
         probeGroup = [Int32](repeating: -1, count: probeIds.count)
         probeRank = [Int32](repeating: 0, count: probeIds.count)
         var keys: [UInt64] = []
