@@ -60,12 +60,12 @@ struct BenchSearchCommand: ParsableCommand {
     func run() throws {
         let opened = try IndexWithModel.open(index: index, model: model, readOnly: true)
         let qs = try loadQueries(query: nil, queriesFile: queries, limit: limit)
-        let params = tuning.parameters(k: k)
         // End to end, one query at a time: encode + search, as a client of the library sees it.
         let encoded = try encodeQueries(qs.map(\.text), encoder: opened.encoder)
         var endToEnd: [Double] = []
         var encodeOnly: [Double] = []
         try opened.index.withSnapshot { snap in
+            let params = tuning.parameters(k: k, for: snap)
             for q in qs.prefix(3) { _ = try opened.encoder.encode([q.text], kind: .query) }
             for q in qs {
                 let t0 = monotonicSeconds()
@@ -158,7 +158,7 @@ struct BenchSynthCommand: ParsableCommand {
             return
         }
         let qs = space.queries(count: queries, documents: stats.documents, seed: seed &+ 99)
-        let params = tuning.parameters(k: k)
+        let params = tuning.parameters(k: k, tokens: stats.tokens, centroids: stats.centroids)
         let rssBefore = peakRSSBytes() ?? 0
         try idx.withSnapshot { snap in
             let r = try measureSearch(queries: qs, snapshot: snap, k: k, parameters: params,

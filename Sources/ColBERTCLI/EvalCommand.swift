@@ -44,7 +44,7 @@ struct EvalCommand: ParsableCommand {
             let primary = exhaustive
                 ? try MaxSimSearcher.exhaustiveBatch(queries: encoded, in: snap, k: depth, threads: threads)
                 : try MaxSimSearcher.searchBatch(queries: encoded, in: snap, k: depth,
-                                                 parameters: tuning.parameters(k: depth), threads: threads).results
+                                                 parameters: tuning.parameters(k: depth, for: snap), threads: threads).results
             let s1 = monotonicSeconds()
             var runs: [String: [(docId: String, score: Double)]] = [:]
             for (q, hits) in zip(qs, primary) {
@@ -59,7 +59,7 @@ struct EvalCommand: ParsableCommand {
                 let reference = try MaxSimSearcher.exhaustiveBatch(queries: encoded, in: snap, k: k, threads: threads)
                 refSeconds = monotonicSeconds() - r0
                 let prunedK = try MaxSimSearcher.searchBatch(queries: encoded, in: snap, k: k,
-                                                             parameters: tuning.parameters(k: k), threads: threads).results
+                                                             parameters: tuning.parameters(k: k, for: snap), threads: threads).results
                 var total = 0.0
                 for (a, b) in zip(prunedK, reference) { total += Evaluation.overlapRecall(a, reference: b, k: k) }
                 overlap = total / Double(max(1, qs.count))

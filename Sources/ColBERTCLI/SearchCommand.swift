@@ -29,8 +29,8 @@ struct SearchCommand: ParsableCommand {
         let qs = try loadQueries(query: query, queriesFile: queries)
         let encoded = try encodeQueries(qs.map(\.text), encoder: opened.encoder)
         let threads = tuning.threadCount
-        let params = tuning.parameters(k: k)
         try opened.index.withSnapshot { snap in
+            let params = tuning.parameters(k: k, for: snap)
             let results: [[ScoredDocument]]
             if exhaustive {
                 results = try MaxSimSearcher.exhaustiveBatch(queries: encoded, in: snap, k: k, threads: threads)

@@ -5,7 +5,7 @@ import Foundation
 
 /// Flags that tune pruned search; unset ones take `SearchParameters.defaults(k:)`.
 struct SearchTuningOptions: ParsableArguments {
-    @Option(name: .long, help: "Clusters probed per query token.") var nprobe: Int?
+    @Option(name: .long, help: "Clusters probed per query token (default: 32, 48 for k > 100; more where the index's clusters average under 100 tokens).") var nprobe: Int?
     @Option(name: .long, help: "Candidates re-scored exactly (0: approximate scores only).") var rerank: Int?
     @Option(name: .long, help: "Stop the re-rank once later candidates are unlikely to enter the top k: the allowance per query token on top of the largest error seen.") var rerankMargin: Float?
     @Flag(name: .long, help: "Re-rank all --rerank candidates (no early stop).") var rerankAll = false
@@ -27,8 +27,13 @@ struct SearchTuningOptions: ParsableArguments {
         }
     }
 
-    func parameters(k: Int) -> SearchParameters {
-        var p = SearchParameters.defaults(k: k)
+    /// The defaults for `k` on this index (`SearchParameters.defaults(k:for:)`), then the flags.
+    func parameters<S: IndexSnapshot>(k: Int, for index: S) -> SearchParameters {
+        parameters(k: k, tokens: index.tokenCount, centroids: index.centroidCount)
+    }
+
+    func parameters(k: Int, tokens: Int, centroids: Int) -> SearchParameters {
+        var p = SearchParameters.defaults(k: k, tokens: tokens, centroids: centroids)
         if let nprobe { p.nprobe = nprobe }
         if let rerank { p.rerankDepth = rerank }
         if let rerankMargin { p.rerankMargin = rerankMargin }

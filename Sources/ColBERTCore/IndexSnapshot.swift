@@ -222,6 +222,8 @@ public protocol IndexSnapshot {
     var centroids: UnsafeBufferPointer<Float> { get }
     /// Live documents.
     var documentCount: Int { get }
+    /// Tokens of the live documents.
+    var tokenCount: Int { get }
     /// Exclusive upper bound of internal document ids ever assigned (ids may have gaps).
     var documentIdBound: UInt32 { get }
 

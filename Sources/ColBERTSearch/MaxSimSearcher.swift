@@ -28,7 +28,7 @@ public enum MaxSimSearcher {
     ) throws -> [ScoredDocument] {
         var t = SearchTimings()
         return try pruned(query: query, queryTokens: queryTokens, index: index, k: k,
-                          parameters: parameters ?? .defaults(k: k), allowed: allowed,
+                          parameters: parameters ?? .defaults(k: k, for: index), allowed: allowed,
                           threads: threads, timings: &t)
     }
 
@@ -48,7 +48,7 @@ public enum MaxSimSearcher {
     ) throws -> (results: [ScoredDocument], timings: SearchTimings) {
         var t = SearchTimings()
         let r = try pruned(query: query, queryTokens: queryTokens, index: index, k: k,
-                           parameters: parameters ?? .defaults(k: k), allowed: allowed,
+                           parameters: parameters ?? .defaults(k: k, for: index), allowed: allowed,
                            threads: threads, timings: &t)
         return (r, t)
     }
@@ -85,7 +85,7 @@ public enum MaxSimSearcher {
                     var t = SearchTimings()
                     let r = try queries[qi].vectors.withUnsafeBufferPointer {
                         try pruned(query: $0, queryTokens: queries[qi].count, index: index, k: k,
-                                   parameters: parameters ?? .defaults(k: k), allowed: allowed,
+                                   parameters: parameters ?? .defaults(k: k, for: index), allowed: allowed,
                                    threads: 1, timings: &t)
                     }
                     slot.results.append((qi, r))

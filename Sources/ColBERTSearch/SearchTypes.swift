@@ -91,6 +91,37 @@ public struct SearchParameters: Sendable, Equatable {
         if k <= 100 { return SearchParameters(nprobe: 32, rerankDepth: max(160, 2 * k), rerankMargin: 0.006) }
         return SearchParameters(nprobe: 48, rerankDepth: 2 * k, rerankMargin: 0.006)
     }
+
+    /// Tokens per cluster of the index `defaults(k:)` was tuned on (SciFact: 815,632 tokens in
+    /// 8,192 clusters).
+    public static let tunedTokensPerCluster = 100.0
+
+    /// `defaults(k:)` for an index of `tokens` tokens in `centroids` clusters: where its clusters
+    /// are smaller than those the defaults were tuned on, more of them are probed, so that each
+    /// query token still reaches as many tokens (up to 4x the probes, and never more than there
+    /// are clusters). PLAID's centroid count gives 50–100 tokens per cluster to indexes of 1–2.6M
+    /// tokens and fewer to small ones: SciFact built with 16,384 centroids (50 per cluster) kept
+    /// 0.979 of the exhaustive top-10 at nprobe 32 and 0.993 at 64 (docs/BENCHMARKS.md, `run23`).
+    /// Larger clusters keep the tuned probes: fewer would lose recall (SciFact with 4,096
+    /// centroids: 0.987 at nprobe 16, 0.994 at 32).
+    public static func defaults(k: Int, tokens: Int, centroids: Int) -> SearchParameters {
+        var p = defaults(k: k)
+        p.nprobe = probes(base: p.nprobe, tokens: tokens, centroids: centroids)
+        return p
+    }
+
+    /// `defaults(k:tokens:centroids:)` for the index a search reads.
+    public static func defaults<S: IndexSnapshot>(k: Int, for index: S) -> SearchParameters {
+        defaults(k: k, tokens: index.tokenCount, centroids: index.centroidCount)
+    }
+
+    /// `base` probes scaled up to the index's cluster size (see `defaults(k:tokens:centroids:)`).
+    static func probes(base: Int, tokens: Int, centroids: Int) -> Int {
+        guard tokens > 0, centroids > 0 else { return base }
+        let tokensPerCluster = Double(tokens) / Double(centroids)
+        let scaled = Int(min((Double(base) * tunedTokensPerCluster / tokensPerCluster).rounded(), Double(4 * base)))
+        return max(base, min(scaled, centroids))
+    }
 }
 
 /// A set of internal document ids a search may return (the server restricts to a subset).

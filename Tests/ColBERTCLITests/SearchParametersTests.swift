@@ -15,6 +15,10 @@ import Testing
         #expect(exhaustive)
         let (full, _) = try IndexBackend.searchParameters(["rerank_margin": .null], k: 10)
         #expect(full.rerankMargin == nil)
+        // Over an index's own defaults: what the request does not set stays theirs.
+        let own = SearchParameters.defaults(k: 10, tokens: 815_632, centroids: 16_384)
+        let (over, _) = try IndexBackend.searchParameters(["rerank": 64], k: 10, defaults: own)
+        #expect(over.nprobe == own.nprobe && over.nprobe == 64 && over.rerankDepth == 64)
     }
 
     @Test(arguments: [["nprobe": 0], ["rerank": -1], ["rerank_margin": -0.5], ["rerank_margin": "x"],

@@ -328,6 +328,41 @@ import Testing
         }
     }
 
+    /// The defaults keep the probes they were tuned with where clusters hold at least as many
+    /// tokens as SciFact's (100), and probe proportionally more clusters, up to 4x and never more
+    /// than there are, where clusters are smaller.
+    @Test func defaultProbesGrowAsClustersShrink() {
+        #expect(SearchParameters.defaults(k: 10, tokens: 815_632, centroids: 8_192) == SearchParameters.defaults(k: 10))
+        #expect(SearchParameters.defaults(k: 10, tokens: 815_632, centroids: 16_384).nprobe == 64)
+        #expect(SearchParameters.defaults(k: 10, tokens: 1_200_000, centroids: 16_384).nprobe == 44)
+        #expect(SearchParameters.defaults(k: 10, tokens: 815_632, centroids: 4_096).nprobe == 32)
+        #expect(SearchParameters.defaults(k: 10, tokens: 50_000_000, centroids: 65_536).nprobe == 32)
+        #expect(SearchParameters.defaults(k: 10, tokens: 10_000, centroids: 1_024).nprobe == 128)
+        #expect(SearchParameters.defaults(k: 10, tokens: 1_000, centroids: 64).nprobe == 64)
+        #expect(SearchParameters.defaults(k: 10, tokens: 100, centroids: 8).nprobe == 32)
+        #expect(SearchParameters.defaults(k: 500, tokens: 815_632, centroids: 16_384).nprobe == 96)
+        #expect(SearchParameters.defaults(k: 10, tokens: 0, centroids: 0) == SearchParameters.defaults(k: 10))
+        // Only the probes change.
+        var scaled = SearchParameters.defaults(k: 100, tokens: 815_632, centroids: 16_384)
+        scaled.nprobe = SearchParameters.defaults(k: 100).nprobe
+        #expect(scaled == SearchParameters.defaults(k: 100))
+    }
+
+    @Test func searchWithoutParametersUsesTheIndexDefaults() throws {
+        // ~6 tokens per cluster: the index's defaults probe all 64 clusters, those for k alone 32.
+        let f = try Fixture(documents: 60, centroidCount: 64, queries: 2)
+        let own = SearchParameters.defaults(k: 5, for: f.index)
+        #expect(own == SearchParameters.defaults(k: 5, tokens: f.index.tokenCount, centroids: 64))
+        #expect(own.nprobe == 64 && SearchParameters.defaults(k: 5).nprobe == 32)
+        for q in f.queries {
+            let (implicit, t) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5)
+            let (explicit, tOwn) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5, parameters: own)
+            let (_, tBase) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5, parameters: .defaults(k: 5))
+            #expect(implicit == explicit)
+            #expect(t.scoredTokens == tOwn.scoredTokens && t.scoredTokens > tBase.scoredTokens)
+        }
+    }
+
     @Test func timingsCoverEveryStage() throws {
         let f = try Fixture()
         let (r, t) = try MaxSimSearcher.searchWithTimings(query: f.queries[0], in: f.index, k: 5,
