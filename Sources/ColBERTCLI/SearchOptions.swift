@@ -3,7 +3,8 @@ import ColBERTCore
 import ColBERTSearch
 import Foundation
 
-/// Flags that tune pruned search; unset ones take `SearchParameters.defaults(k:)`.
+/// Flags that tune pruned search; unset ones take the searched index's defaults
+/// (`SearchParameters.defaults(k:for:)`).
 struct SearchTuningOptions: ParsableArguments {
     @Option(name: .long, help: "Clusters probed per query token (default: 32, 48 for k > 100; more where the index's clusters average under 100 tokens).") var nprobe: Int?
     @Option(name: .long, help: "Candidates re-scored exactly (0: approximate scores only).") var rerank: Int?

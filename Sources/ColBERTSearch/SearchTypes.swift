@@ -79,8 +79,9 @@ public struct SearchParameters: Sendable, Equatable {
     /// two hand-offs per block, for 1.4 more candidates re-scored on average and the same recall.
     public static func rerankBlock(startingAt next: Int) -> Int { next < 96 ? 32 : 64 }
 
-    /// Defaults for a result count `k`, measured on SciFact with the default model (815K tokens,
-    /// 8,192 centroids, 2 bits; docs/BENCHMARKS.md): on real embeddings more probes matter
+    /// Defaults for a result count `k` on an index of SciFact's cluster size (searches use
+    /// `defaults(k:for:)`, which adapts the probes to the index), measured on SciFact with the
+    /// default model (815K tokens, 8,192 centroids, 2 bits; docs/BENCHMARKS.md): on real embeddings more probes matter
     /// (nprobe 4 kept 0.87 of the exhaustive top-10 even with a re-rank of 128; nprobe 32 with a
     /// re-rank of 128 keeps 0.99 of the 300 test queries), and the exact re-rank fixes the order of the approximate
     /// shortlist. On clustered synthetic data re-rank depth matters more than probes. The re-rank
