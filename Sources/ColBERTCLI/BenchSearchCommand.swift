@@ -158,9 +158,9 @@ struct BenchSynthCommand: ParsableCommand {
             return
         }
         let qs = space.queries(count: queries, documents: stats.documents, seed: seed &+ 99)
-        let params = tuning.parameters(k: k, tokens: stats.tokens, centroids: stats.centroids)
         let rssBefore = peakRSSBytes() ?? 0
         try idx.withSnapshot { snap in
+            let params = tuning.parameters(k: k, for: snap)
             let r = try measureSearch(queries: qs, snapshot: snap, k: k, parameters: params,
                                       threads: tuning.threadCount, repeats: 2)
             let extra: [String: Any] = ["tokens": stats.tokens, "documents": stats.documents, "centroids": stats.centroids,

@@ -23,8 +23,8 @@ struct IndexBackend: RetrievalBackend {
             throw BackendError(.modelMismatch, "query vectors have \(q.dim) dimensions, the index has \(index.dim)")
         }
         return try index.withSnapshot { snap in
-            let (params, exhaustive) = try Self.searchParameters(options.parameters, k: options.k,
-                                                                 defaults: .defaults(k: options.k, for: snap))
+            let (params, exhaustive) = try Self.searchParameters(options.parameters,
+                                                                 over: .defaults(k: options.k, for: snap))
             var filter: DocumentFilter? = nil
             if let restrict = options.restrictTo {
                 var allowed: [UInt32] = []
@@ -50,11 +50,11 @@ struct IndexBackend: RetrievalBackend {
         }
     }
 
-    /// A request's `params` over `defaults` (those for `k` alone when nil: the index's own are
-    /// `SearchParameters.defaults(k:for:)`); whether it asks for exhaustive search.
-    static func searchParameters(_ parameters: [String: JSONValue], k: Int,
-                                 defaults: SearchParameters? = nil) throws -> (SearchParameters, exhaustive: Bool) {
-        var params = defaults ?? SearchParameters.defaults(k: k)
+    /// A request's `params` over `defaults` (the searched index's, `SearchParameters.defaults(k:for:)`);
+    /// whether it asks for exhaustive search.
+    static func searchParameters(_ parameters: [String: JSONValue],
+                                 over defaults: SearchParameters) throws -> (SearchParameters, exhaustive: Bool) {
+        var params = defaults
         var exhaustive = false
         for (name, value) in parameters {
             switch name {

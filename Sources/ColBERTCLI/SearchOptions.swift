@@ -30,11 +30,7 @@ struct SearchTuningOptions: ParsableArguments {
 
     /// The defaults for `k` on this index (`SearchParameters.defaults(k:for:)`), then the flags.
     func parameters<S: IndexSnapshot>(k: Int, for index: S) -> SearchParameters {
-        parameters(k: k, tokens: index.tokenCount, centroids: index.centroidCount)
-    }
-
-    func parameters(k: Int, tokens: Int, centroids: Int) -> SearchParameters {
-        var p = SearchParameters.defaults(k: k, tokens: tokens, centroids: centroids)
+        var p = SearchParameters.defaults(k: k, for: index)
         if let nprobe { p.nprobe = nprobe }
         if let rerank { p.rerankDepth = rerank }
         if let rerankMargin { p.rerankMargin = rerankMargin }

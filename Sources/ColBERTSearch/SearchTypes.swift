@@ -81,10 +81,10 @@ public struct SearchParameters: Sendable, Equatable {
 
     /// Defaults for a result count `k` on an index of SciFact's cluster size (searches use
     /// `defaults(k:for:)`, which adapts the probes to the index), measured on SciFact with the
-    /// default model (815K tokens, 8,192 centroids, 2 bits; docs/BENCHMARKS.md): on real embeddings more probes matter
-    /// (nprobe 4 kept 0.87 of the exhaustive top-10 even with a re-rank of 128; nprobe 32 with a
-    /// re-rank of 128 keeps 0.99 of the 300 test queries), and the exact re-rank fixes the order of the approximate
-    /// shortlist. On clustered synthetic data re-rank depth matters more than probes. The re-rank
+    /// default model (815K tokens, 8,192 centroids, 2 bits; docs/BENCHMARKS.md): on real
+    /// embeddings more probes matter (nprobe 4 kept 0.87 of the exhaustive top-10 even with a
+    /// re-rank of 128; nprobe 32 with a re-rank of 128 keeps 0.99 of the 300 test queries), and the
+    /// exact re-rank fixes the order of the approximate shortlist. On clustered synthetic data re-rank depth matters more than probes. The re-rank
     /// stops early (margin 0.006 per query token): up to 160 candidates, 80 on average on SciFact,
     /// keep 0.992 there, where a fixed 128 kept 0.990 (and 192 at this margin 0.993, with a slower p95).
     public static func defaults(k: Int) -> SearchParameters {

@@ -6,25 +6,25 @@ import Testing
 /// The server's `params` of a search request, as the index backend reads them.
 @Suite struct SearchParameterRequestTests {
     @Test func requestParametersOverrideTheDefaults() throws {
-        let (none, exhaustiveByDefault) = try IndexBackend.searchParameters([:], k: 10)
+        let (none, exhaustiveByDefault) = try IndexBackend.searchParameters([:], over: .defaults(k: 10))
         #expect(none == SearchParameters.defaults(k: 10) && !exhaustiveByDefault)
         let (p, exhaustive) = try IndexBackend.searchParameters(
             ["nprobe": 8, "rerank": 64, "rerank_margin": 0.02, "centroid_score_threshold": 0.4, "fast_scan": false,
-             "exhaustive": true], k: 10)
+             "exhaustive": true], over: .defaults(k: 10))
         #expect(p.nprobe == 8 && p.rerankDepth == 64 && p.rerankMargin == 0.02 && p.centroidScoreThreshold == 0.4 && !p.fastScan)
         #expect(exhaustive)
-        let (full, _) = try IndexBackend.searchParameters(["rerank_margin": .null], k: 10)
+        let (full, _) = try IndexBackend.searchParameters(["rerank_margin": .null], over: .defaults(k: 10))
         #expect(full.rerankMargin == nil)
         // Over an index's own defaults: what the request does not set stays theirs.
         let own = SearchParameters.defaults(k: 10, tokens: 815_632, centroids: 16_384)
-        let (over, _) = try IndexBackend.searchParameters(["rerank": 64], k: 10, defaults: own)
+        let (over, _) = try IndexBackend.searchParameters(["rerank": 64], over: own)
         #expect(over.nprobe == own.nprobe && over.nprobe == 64 && over.rerankDepth == 64)
     }
 
     @Test(arguments: [["nprobe": 0], ["rerank": -1], ["rerank_margin": -0.5], ["rerank_margin": "x"],
                       ["centroid_score_threshold": "high"], ["fast_scan": "no"], ["exhaustive": 1], ["bogus": 1]] as [[String: JSONValue]])
     func badParametersAreBadRequests(_ params: [String: JSONValue]) {
-        #expect(throws: BackendError.self) { try IndexBackend.searchParameters(params, k: 10) }
+        #expect(throws: BackendError.self) { try IndexBackend.searchParameters(params, over: .defaults(k: 10)) }
     }
 }
 
