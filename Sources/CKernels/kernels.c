@@ -770,6 +770,99 @@ void ck_fastscan_scores(const unsigned char *codes, int bytes_per_code, int n, c
 }
 
 
+void ck_dot_rows_portable(const float *const *queries, int m, const float *rows, int n, int dim, float *const *outs) {
+    for (int t = 0; t < m; t++) {
+        const float *q = queries[t];
+        for (int r = 0; r < n; r++) {
+            const float *row = rows + (long)r * dim;
+            float acc = 0;
+            for (int d = 0; d < dim; d++) acc += q[d] * row[d];
+            outs[t][r] = acc;
+        }
+    }
+}
+
+#ifdef CK_X86
+/* The four lane sums of a, b, c, d. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 ab = _mm256_hadd_ps(a, b), cd = _mm256_hadd_ps(c, d);
+    __m256 abcd = _mm256_hadd_ps(ab, cd);
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+/* Two query rows by four block rows per step: six loads feed eight FMAs. */
+__attribute__((target("avx2,fma")))
+static void dot_rows_avx2(const float *const *queries, int m, const float *rows, int n, int dim, float *const *outs) {
+    int t = 0;
+    for (; t + 2 <= m; t += 2) {
+        const float *q0 = queries[t], *q1 = queries[t + 1];
+        float *o0 = outs[t], *o1 = outs[t + 1];
+        int r = 0;
+        for (; r + 4 <= n; r += 4) {
+            const float *r0 = rows + (long)r * dim, *r1 = r0 + dim, *r2 = r1 + dim, *r3 = r2 + dim;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            for (int d = 0; d < dim; d += 8) {
+                __m256 x0 = _mm256_loadu_ps(q0 + d), x1 = _mm256_loadu_ps(q1 + d);
+                __m256 y = _mm256_loadu_ps(r0 + d);
+                a0 = _mm256_fmadd_ps(x0, y, a0); b0 = _mm256_fmadd_ps(x1, y, b0);
+                y = _mm256_loadu_ps(r1 + d);
+                a1 = _mm256_fmadd_ps(x0, y, a1); b1 = _mm256_fmadd_ps(x1, y, b1);
+                y = _mm256_loadu_ps(r2 + d);
+                a2 = _mm256_fmadd_ps(x0, y, a2); b2 = _mm256_fmadd_ps(x1, y, b2);
+                y = _mm256_loadu_ps(r3 + d);
+                a3 = _mm256_fmadd_ps(x0, y, a3); b3 = _mm256_fmadd_ps(x1, y, b3);
+            }
+            _mm_storeu_ps(o0 + r, hsum4(a0, a1, a2, a3));
+            _mm_storeu_ps(o1 + r, hsum4(b0, b1, b2, b3));
+        }
+        for (; r < n; r++) {
+            const float *row = rows + (long)r * dim;
+            __m256 a = _mm256_setzero_ps(), b = a, z = a;
+            for (int d = 0; d < dim; d += 8) {
+                __m256 y = _mm256_loadu_ps(row + d);
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + d), y, a);
+                b = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + d), y, b);
+            }
+            __m128 s = hsum4(a, b, z, z);
+            o0[r] = _mm_cvtss_f32(s);
+            o1[r] = _mm_cvtss_f32(_mm_shuffle_ps(s, s, 1));
+        }
+    }
+    for (; t < m; t++) {
+        const float *q0 = queries[t];
+        float *o0 = outs[t];
+        int r = 0;
+        for (; r + 4 <= n; r += 4) {
+            const float *r0 = rows + (long)r * dim, *r1 = r0 + dim, *r2 = r1 + dim, *r3 = r2 + dim;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int d = 0; d < dim; d += 8) {
+                __m256 x0 = _mm256_loadu_ps(q0 + d);
+                a0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(r0 + d), a0);
+                a1 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(r1 + d), a1);
+                a2 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(r2 + d), a2);
+                a3 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(r3 + d), a3);
+            }
+            _mm_storeu_ps(o0 + r, hsum4(a0, a1, a2, a3));
+        }
+        for (; r < n; r++) {
+            const float *row = rows + (long)r * dim;
+            __m256 a = _mm256_setzero_ps(), z = a;
+            for (int d = 0; d < dim; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + d), _mm256_loadu_ps(row + d), a);
+            o0[r] = _mm_cvtss_f32(hsum4(a, z, z, z));
+        }
+    }
+}
+#endif
+
+void ck_dot_rows(const float *const *queries, int m, const float *rows, int n, int dim, float *const *outs) {
+    if (m <= 0 || n <= 0) return;
+#ifdef CK_X86
+    if (dim % 8 == 0 && ck_uses_avx2()) { dot_rows_avx2(queries, m, rows, n, dim, outs); return; }
+#endif
+    ck_dot_rows_portable(queries, m, rows, n, dim, outs);
+}
+
 /* Inserts v (index c) into the n kept entries, after every entry >= v so that equal scores keep
    the lower index first; drops the worst when full. Returns the new count. */
 static inline int select_insert(float v, int c, int n, int keep, float *sc, int *id) {

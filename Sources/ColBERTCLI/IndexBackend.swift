@@ -72,6 +72,9 @@ struct IndexBackend: RetrievalBackend {
                 if value.isNull { params.centroidScoreThreshold = nil; continue }
                 guard let v = value.doubleValue, v.isFinite else { throw BackendError(.badRequest, "params.centroid_score_threshold must be a number or null") }
                 params.centroidScoreThreshold = Float(v)
+            case "group_probes":
+                guard let v = value.intValue, v >= 0, v <= 1_000_000 else { throw BackendError(.badRequest, "params.group_probes must be an integer in 0...1000000") }
+                params.groupProbes = v
             case "fast_scan":
                 guard let v = value.boolValue else { throw BackendError(.badRequest, "params.fast_scan must be a boolean") }
                 params.fastScan = v
@@ -79,7 +82,7 @@ struct IndexBackend: RetrievalBackend {
                 guard let v = value.boolValue else { throw BackendError(.badRequest, "params.exhaustive must be a boolean") }
                 exhaustive = v
             default:
-                throw BackendError(.badRequest, "unknown search parameter '\(name)' (known: nprobe, rerank, rerank_margin, centroid_score_threshold, fast_scan, exhaustive)")
+                throw BackendError(.badRequest, "unknown search parameter '\(name)' (known: nprobe, rerank, rerank_margin, centroid_score_threshold, group_probes, fast_scan, exhaustive)")
             }
         }
         return (params, exhaustive)

@@ -11,6 +11,7 @@ struct SearchTuningOptions: ParsableArguments {
     @Option(name: .long, help: "Stop the re-rank once later candidates are unlikely to enter the top k: the allowance per query token on top of the largest error seen.") var rerankMargin: Float?
     @Flag(name: .long, help: "Re-rank all --rerank candidates (no early stop).") var rerankAll = false
     @Option(name: .long, help: "Skip probed clusters whose centroid score is below this.") var centroidThreshold: Float?
+    @Option(name: .long, help: "Choose the probes among the centroids of each query token's best N centroid groups (indexes of 4,096 centroids or more group theirs); 0 scores every centroid.") var groupProbes: Int?
     @Option(name: .long, help: "Worker threads (default: all cores).") var threads: Int?
     @Option(name: .long, help: "Imputation for query tokens with no probed token of a document: bestUnselected, lastSelected or zero.") var missing: String?
     @Flag(name: .long, help: "Score probed tokens by their normalised decompressed vectors (slower, exact per token).") var normalizeScores = false
@@ -18,6 +19,7 @@ struct SearchTuningOptions: ParsableArguments {
 
     func validate() throws {
         if let nprobe, nprobe < 1 { throw ValidationError("--nprobe must be at least 1") }
+        if let groupProbes, groupProbes < 0 { throw ValidationError("--group-probes must not be negative") }
         if let rerank, rerank < 0 { throw ValidationError("--rerank must not be negative") }
         if let rerankMargin, !(rerankMargin.isFinite && rerankMargin >= 0) { throw ValidationError("--rerank-margin must be a finite number >= 0") }
         if rerankAll && rerankMargin != nil { throw ValidationError("give --rerank-margin or --rerank-all, not both") }
@@ -32,6 +34,7 @@ struct SearchTuningOptions: ParsableArguments {
     func parameters<S: IndexSnapshot>(k: Int, for index: S) -> SearchParameters {
         var p = SearchParameters.defaults(k: k, for: index)
         if let nprobe { p.nprobe = nprobe }
+        if let groupProbes { p.groupProbes = groupProbes }
         if let rerank { p.rerankDepth = rerank }
         if let rerankMargin { p.rerankMargin = rerankMargin }
         if rerankAll { p.rerankMargin = nil }

@@ -226,6 +226,9 @@ public protocol IndexSnapshot {
     var tokenCount: Int { get }
     /// Exclusive upper bound of internal document ids ever assigned (ids may have gaps).
     var documentIdBound: UInt32 { get }
+    /// The centroids grouped for routed centroid scoring, where the store has them (nil: every
+    /// centroid is scored).
+    var centroidRouter: CentroidRouter? { get }
 
     /// Calls `body` with each chunk of the cluster's tokens, in ascending document id order
     /// (never for an empty cluster).
@@ -250,6 +253,8 @@ public protocol IndexSnapshot {
 
 extension IndexSnapshot {
     public func prepareClusterReads() throws {}
+
+    public var centroidRouter: CentroidRouter? { nil }
 
     public func withDocuments<R>(_ docIds: [UInt32], workers: Int, _ body: ([DocumentView?]) throws -> R) throws -> R {
         try withDocuments(docIds, body)

@@ -67,6 +67,8 @@ public final class ColBERTIndex: @unchecked Sendable {
     let clusterTables: [LMDBDatabase]
     /// Chunk directory of the latest snapshot a search used (see `ClusterDirectory`).
     let directoryCache = Mutex<ClusterDirectory?>(nil)
+    /// The grouped centroids, built on first use (writers never need them).
+    private let routerCache = Mutex<CentroidRouter??>(nil)
 
     /// Row-major `K × dim` centroids, aligned; valid as long as the index object lives.
     public var centroids: UnsafeBufferPointer<Float> { UnsafeBufferPointer(centroidStorage) }
@@ -112,6 +114,33 @@ public final class ColBERTIndex: @unchecked Sendable {
     }
 
     deinit { centroidStorage.deallocate() }
+
+    /// The centroids grouped for routed centroid scoring (see `CentroidRouter`): k-means over the
+    /// centroids, computed on first use and kept while the index is open; nil below
+    /// `CentroidRouter.minimumCentroids`. Deterministic, so every opening routes alike. The first
+    /// search that routes pays for it (0.4 s at 16,384 centroids; it grows with the square of the
+    /// centroid count).
+    public var centroidRouter: CentroidRouter? {
+        routerCache.withLock { cached in
+            if let cached { return cached }
+            let built = Self.groupCentroids(centroids, count: centroidCount, dim: dim)
+            cached = .some(built)
+            return built
+        }
+    }
+
+    static func groupCentroids(_ centroids: UnsafeBufferPointer<Float>, count k: Int, dim: Int) -> CentroidRouter? {
+        guard k >= CentroidRouter.minimumCentroids, let base = centroids.baseAddress else { return nil }
+        let groups = CentroidRouter.groupCount(centroids: k)
+        let centers = KMeans.train(points: centroids, count: k, dim: dim, k: groups, iterations: 8, seed: 0x5EED_C0A2_5E00,
+                                   allCores: false)
+        var assignment = [UInt32](repeating: 0, count: k)
+        var scores = [Float](repeating: 0, count: k)
+        centers.withUnsafeBufferPointer { c in
+            KMeans.assign(points: base, count: k, dim: dim, centroids: c.baseAddress!, k: groups, ids: &assignment, scores: &scores)
+        }
+        return try? CentroidRouter(centroids: centroids, dim: dim, centers: centers, assignment: assignment)
+    }
 
     static func openEnvironment(at path: String, readOnly: Bool, mapSize: Int, maxMapSize: Int = 1 << 40) throws -> LMDBEnvironment {
         var isDir: ObjCBool = false

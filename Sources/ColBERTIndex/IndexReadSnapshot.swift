@@ -162,6 +162,7 @@ public struct IndexReadSnapshot: IndexSnapshot {
     public var codec: ResidualCodec { index.codec }
     public var centroidCount: Int { index.centroidCount }
     public var centroids: UnsafeBufferPointer<Float> { index.centroids }
+    public var centroidRouter: CentroidRouter? { index.centroidRouter }
     public var documentCount: Int { counters.documents }
     public var documentIdBound: UInt32 { counters.nextDocId }
     /// Live token count.

@@ -17,16 +17,17 @@ public enum KMeans {
     }
 
     /// Trains `k` unit centroids on `count` rows of `points` (row-major, `dim` wide).
-    /// Deterministic for a seed. Returns `k × dim` floats.
+    /// Deterministic for a seed. Returns `k × dim` floats. `allCores: false` leaves OpenBLAS's
+    /// thread count alone (for callers that may run beside searches, which set it themselves).
     public static func train(points: UnsafeBufferPointer<Float>, count: Int, dim: Int, k requested: Int,
-                             iterations: Int, seed: UInt64) -> [Float] {
+                             iterations: Int, seed: UInt64, allCores: Bool = true) -> [Float] {
         precondition(count > 0 && points.count >= count * dim)
         let k = max(1, min(requested, count))
         // The encoder may have pinned OpenBLAS to one thread (it parallelises itself); the big
         // assignment GEMMs here want every core. Restore the caller's setting afterwards.
         let previousThreads = BLAS.threadCount
-        BLAS.setThreadCount(ProcessInfo.processInfo.activeProcessorCount)
-        defer { BLAS.setThreadCount(previousThreads) }
+        if allCores { BLAS.setThreadCount(ProcessInfo.processInfo.activeProcessorCount) }
+        defer { if allCores { BLAS.setThreadCount(previousThreads) } }
         var rng = SplitMix64(seed: seed)
         // Initialise with k distinct sample points (partial Fisher–Yates over row indices).
         var order = Array(0..<count)

@@ -9,6 +9,7 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
     public let centroidCount: Int
     public let documentCount: Int
     public let documentIdBound: UInt32
+    public let centroidRouter: CentroidRouter?
 
     private let centroidStorage: UnsafeMutableBufferPointer<Float>
     // Cluster-major, in the stored chunk layout: chunks of cluster c are chunkFirst[c] ..<
@@ -37,7 +38,7 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
     /// `documentIds` (unique) defaults to 0, 1, 2, ...; gaps model deleted documents.
     /// `assignments` (one centroid per token) skips the nearest-centroid search when known.
     public init(vectors: [Float], documentLengths: [Int], centroids: [Float], codec: ResidualCodec,
-                documentIds: [UInt32]? = nil, assignments: [Int32]? = nil) throws {
+                documentIds: [UInt32]? = nil, assignments: [Int32]? = nil, router: CentroidRouter? = nil) throws {
         let dim = codec.dim
         guard dim > 0, centroids.count % dim == 0, !centroids.isEmpty else {
             throw BuildError.shape("centroids must be a non-empty K x \(dim) matrix")
@@ -57,6 +58,10 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
         guard Set(ids).count == ids.count else { throw BuildError.shape("duplicate document ids") }
         guard ids.allSatisfy({ $0 < UInt32.max }) else { throw BuildError.shape("document id too large") }
 
+        if let router, router.centroidCount * dim != centroids.count || router.dim != dim {
+            throw BuildError.shape("the router groups \(router.centroidCount) centroids of \(router.dim) dims")
+        }
+        centroidRouter = router
         self.dim = dim
         self.codec = codec
         let K = centroids.count / dim

@@ -136,6 +136,7 @@ public enum MaxSimSearcher {
     ) throws -> [ScoredDocument] {
         try validate(query: query, queryTokens: nq, index: index, k: k)
         guard p.nprobe >= 1 else { throw SearchError.invalidParameter("nprobe must be >= 1 (got \(p.nprobe))") }
+        guard p.groupProbes >= 0 else { throw SearchError.invalidParameter("groupProbes must be >= 0 (got \(p.groupProbes))") }
         guard p.rerankDepth >= 0 else { throw SearchError.invalidParameter("rerankDepth must be >= 0 (got \(p.rerankDepth))") }
         if let m = p.rerankMargin, !(m.isFinite && m >= 0) {
             throw SearchError.invalidParameter("rerankMargin must be finite and >= 0")
@@ -153,66 +154,44 @@ public enum MaxSimSearcher {
         let workers = max(1, threads)
         if workers > 1 { BLAS.setThreadCount(1) }
 
-        // (1) Centroid scores S = Q · Cᵀ.
+        // (1) Per query token its best nprobe + 1 centroids (the one after the probes gives the
+        // imputed similarity): from every centroid's score, or, where the index groups its
+        // centroids, from those of the token's best groups.
         let packedQuery = PackedRows(q, rows: nq, dim: dim)
-        // Every score is written below (no need to zero 1 MB per query first).
-        let centroidScores = [Float](unsafeUninitializedCapacity: nq * K) { s, initialized in
-            initialized = nq * K
-            let out = s.baseAddress!
-            // Split by centroid rows (16-aligned) when there are enough to share, and only where
-            // the split leaves every score as one call computes it (same results for any
-            // thread count).
-            let parts = packedQuery.splitsExactly ? min(workers, K / 1024) : 1
-            if parts <= 1 {
-                packedQuery.dotProducts(with: C, count: K, into: out, ldo: K)
-            } else {
-                runWorkers(parts) { w in
-                    let share = blockAlignedShare(part: w, of: parts, count: K)
-                    packedQuery.dotProducts(with: C + share.lowerBound * dim, count: share.count, into: out + share.lowerBound, ldo: K)
-                }
-            }
+        let nprobe = min(p.nprobe, K)
+        let probed: CentroidShortlist
+        if p.groupProbes > 0, let router = index.centroidRouter, router.centroidCount == K, p.groupProbes < router.groupCount {
+            probed = .routed(query: q, packed: packedQuery, router: router, groups: p.groupProbes, keep: nprobe + 1,
+                                workers: workers, timings: &timings)
+        } else {
+            probed = .exhaustive(query: packedQuery, centroids: C, count: K, keep: nprobe + 1, workers: workers,
+                                    timings: &timings)
         }
         let t1 = nowSeconds()
-        timings.centroidScores += t1 - start
 
-        // (2) Per query token the top-nprobe clusters (above the threshold) and the imputed
-        // similarity for documents none of whose tokens are in them.
-        let nprobe = min(p.nprobe, K)
+        // (2) The probes (above the threshold) and the imputed similarity for documents none of
+        // whose tokens are in them.
         var probeIds = [Int32](repeating: 0, count: nq * nprobe)
+        var probeScores = [Float](repeating: 0, count: nq * nprobe)
         var probeCounts = [Int](repeating: 0, count: nq)
         var missing = [Float](repeating: 0, count: nq)
-        centroidScores.withUnsafeBufferPointer { sBuf in
-            probeIds.withUnsafeMutableBufferPointer { idsBuf in
-                probeCounts.withUnsafeMutableBufferPointer { countBuf in
-                    missing.withUnsafeMutableBufferPointer { missBuf in
-                        let s = sBuf.baseAddress!, ids = idsBuf.baseAddress!
-                        let counts = countBuf.baseAddress!, miss = missBuf.baseAddress!
-                        let selWorkers = min(workers, nq)
-                        runWorkers(selWorkers) { w in
-                            var keepScores = [Float](repeating: 0, count: nprobe + 1)
-                            var keepIds = [Int32](repeating: 0, count: nprobe + 1)
-                            var i = w
-                            while i < nq {
-                                let n = selectTop(s + i * K, count: K, keep: nprobe + 1,
-                                                  scores: &keepScores, ids: &keepIds)
-                                var selected = min(n, nprobe)
-                                if let th = p.centroidScoreThreshold {
-                                    var c = 0
-                                    while c < selected && keepScores[c] >= th { c += 1 }
-                                    selected = c
-                                }
-                                for j in 0..<selected { ids[i * nprobe + j] = keepIds[j] }
-                                counts[i] = selected
-                                switch p.missingSimilarity {
-                                case .zero: miss[i] = 0
-                                case .bestUnselected: miss[i] = selected < n ? keepScores[selected] : keepScores[max(0, n - 1)]
-                                case .lastSelected: miss[i] = keepScores[max(0, selected - 1)]
-                                }
-                                i += selWorkers
-                            }
-                        }
-                    }
-                }
+        for i in 0..<nq {
+            let n = probed.counts[i], at = i * probed.keep
+            var selected = min(n, nprobe)
+            if let th = p.centroidScoreThreshold {
+                var c = 0
+                while c < selected && probed.scores[at + c] >= th { c += 1 }
+                selected = c
+            }
+            for j in 0..<selected {
+                probeIds[i * nprobe + j] = probed.ids[at + j]
+                probeScores[i * nprobe + j] = probed.scores[at + j]
+            }
+            probeCounts[i] = selected
+            switch p.missingSimilarity {
+            case .zero: missing[i] = 0
+            case .bestUnselected: missing[i] = n == 0 ? 0 : probed.scores[at + (selected < n ? selected : n - 1)]
+            case .lastSelected: missing[i] = n == 0 ? 0 : probed.scores[at + max(0, selected - 1)]
             }
         }
         let t2 = nowSeconds()
@@ -221,10 +200,8 @@ public enum MaxSimSearcher {
         // (3) The probes grouped by cluster: each probed cluster is read once per query, for
         // every query token that probes it; and the query tokens' fast-scan tables.
         let fastScan = p.fastScan && !p.normalizeScores ? FastScanTables(query: q, rows: nq, codec: index.codec) : nil
-        let plan = centroidScores.withUnsafeBufferPointer {
-            ProbePlan(probeIds: probeIds, probeCounts: probeCounts, nprobe: nprobe, query: q, dim: dim,
-                      centroidScores: $0.baseAddress!, centroidCount: K, fastScan: fastScan)
-        }
+        let plan = ProbePlan(probeIds: probeIds, probeScores: probeScores, probeCounts: probeCounts, nprobe: nprobe,
+                             query: q, dim: dim, fastScan: fastScan)
         let t3 = nowSeconds()
         timings.grouping += t3 - t2
 
@@ -305,19 +282,6 @@ public enum MaxSimSearcher {
         timings.rerank += t6 - t5
         timings.total += t6 - start
         return result
-    }
-
-    /// The best `keep` of `count` scores in (score desc, index asc) order; returns how many.
-    @inline(__always)
-    private static func selectTop(_ s: UnsafePointer<Float>, count: Int, keep: Int,
-                                  scores: inout [Float], ids: inout [Int32]) -> Int {
-        guard keep > 0 else { return 0 }
-        precondition(scores.count >= keep && ids.count >= keep)
-        return scores.withUnsafeMutableBufferPointer { sb in
-            ids.withUnsafeMutableBufferPointer { ib in
-                TopScores.select(s, count: count, keep: keep, scores: sb.baseAddress!, ids: ib.baseAddress!)
-            }
-        }
     }
 
     /// The re-rank of `rerankMargin`: `approximate` (in result order) re-scored block by block
@@ -429,8 +393,9 @@ struct ProbePlan {
     var clusterCount: Int { clusters.count }
 
     /// `query` and `fastScan` must outlive the plan's use: `queryRows` and `tables` point into them.
-    init(probeIds: [Int32], probeCounts: [Int], nprobe: Int, query: UnsafePointer<Float>, dim: Int,
-         centroidScores: UnsafePointer<Float>, centroidCount: Int, fastScan: FastScanTables? = nil) {
+    /// `probeScores` holds each probe's centroid score, as `probeIds` its centroid.
+    init(probeIds: [Int32], probeScores: [Float], probeCounts: [Int], nprobe: Int, query: UnsafePointer<Float>, dim: Int,
+         fastScan: FastScanTables? = nil) {
         probeGroup = [Int32](repeating: -1, count: probeIds.count)
         probeRank = [Int32](repeating: 0, count: probeIds.count)
         var keys: [UInt64] = []
@@ -451,7 +416,7 @@ struct ProbePlan {
             probeRank[probe] = Int32(queryRows.count - groupStart[groupStart.count - 1])
             let i = probe / nprobe
             queryRows.append(query + i * dim)
-            let centroidScore = centroidScores[i * centroidCount + Int(c)]
+            let centroidScore = probeScores[probe]
             if let fastScan {
                 tables.append(fastScan.table(i))
                 scales.append(fastScan.scales[i])

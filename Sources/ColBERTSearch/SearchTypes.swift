@@ -61,9 +61,14 @@ public struct SearchParameters: Sendable, Equatable {
     /// codec allows it (codes of whole 32-byte chunks, e.g. 128 dims at 2 bits); elsewhere the
     /// exact residual dot products are used either way.
     public var fastScan: Bool
+    /// Where the index groups its centroids (`IndexSnapshot.centroidRouter`), the probes are
+    /// chosen among the centroids of each query token's best `groupProbes` groups only, instead of
+    /// among all centroids. 0 (or at least the number of groups) scores every centroid.
+    public var groupProbes: Int
 
     public init(nprobe: Int, centroidScoreThreshold: Float? = nil, rerankDepth: Int = 0, rerankMargin: Float? = nil,
-                missingSimilarity: MissingSimilarity = .bestUnselected, normalizeScores: Bool = false, fastScan: Bool = true) {
+                missingSimilarity: MissingSimilarity = .bestUnselected, normalizeScores: Bool = false, fastScan: Bool = true,
+                groupProbes: Int = 0) {
         self.nprobe = nprobe
         self.centroidScoreThreshold = centroidScoreThreshold
         self.rerankDepth = rerankDepth
@@ -71,6 +76,7 @@ public struct SearchParameters: Sendable, Equatable {
         self.missingSimilarity = missingSimilarity
         self.normalizeScores = normalizeScores
         self.fastScan = fastScan
+        self.groupProbes = groupProbes
     }
 
     /// Candidates in the block of an early-stopping re-rank (`rerankMargin`) that starts at

@@ -99,6 +99,12 @@ void ck_fastscan_scores(const unsigned char *codes, int bytes_per_code, int n, c
 int ck_select_top(const float *s, int count, int keep, float *scores_out, int *ids_out);
 int ck_select_top_portable(const float *s, int count, int keep, float *scores_out, int *ids_out);
 
+/// Dot products of m query rows with the n row-major rows of one block: outs[t][r] =
+/// queries[t] · rows[r] (dim values each). For scoring a group of centroids against only the
+/// query tokens that chose it, where a full GEMM would score every token.
+void ck_dot_rows(const float *const *queries, int m, const float *rows, int n, int dim, float *const *outs);
+void ck_dot_rows_portable(const float *const *queries, int m, const float *rows, int n, int dim, float *const *outs);
+
 /// Lower bound in `n` ascending little-endian 16-bit values at `offsets`: how many are below
 /// `target`. Branch-free halving down to a short window, then a vector count over it, since the
 /// outcome of each probe is unpredictable and a mispredicted branch costs more than the loads.

@@ -1,0 +1,213 @@
+import ColBERTCore
+
+/// The first stage of a pruned search: per query token its best `keep` centroids, score
+/// descending (ties: the centroid scored first).
+struct CentroidShortlist {
+    let keep: Int
+    /// Token i's entries are `i * keep ..< i * keep + counts[i]`.
+    private(set) var scores: [Float]
+    private(set) var ids: [Int32]
+    private(set) var counts: [Int]
+
+    private init(tokens nq: Int, keep: Int) {
+        self.keep = keep
+        scores = [Float](repeating: 0, count: nq * keep)
+        ids = [Int32](repeating: 0, count: nq * keep)
+        counts = [Int](repeating: 0, count: nq)
+    }
+
+    /// Every centroid scored: one product `Q · Cᵀ`, then a selection per token.
+    static func exhaustive(query: PackedRows, centroids C: UnsafePointer<Float>, count K: Int, keep: Int,
+                           workers: Int, timings: inout SearchTimings) -> CentroidShortlist {
+        let nq = query.rows, dim = query.dim
+        let start = nowSeconds()
+        // Every score is written below (no need to zero 1 MB per query first).
+        let all = [Float](unsafeUninitializedCapacity: nq * K) { s, initialized in
+            initialized = nq * K
+            let out = s.baseAddress!
+            // Split by centroid rows (16-aligned) when there are enough to share, and only where
+            // the split leaves every score as one call computes it (same results for any
+            // thread count).
+            let parts = query.splitsExactly ? min(workers, K / 1024) : 1
+            if parts <= 1 {
+                query.dotProducts(with: C, count: K, into: out, ldo: K)
+            } else {
+                runWorkers(parts) { w in
+                    let share = blockAlignedShare(part: w, of: parts, count: K)
+                    query.dotProducts(with: C + share.lowerBound * dim, count: share.count, into: out + share.lowerBound, ldo: K)
+                }
+            }
+        }
+        let scored = nowSeconds()
+        timings.centroidScores += scored - start
+        var list = CentroidShortlist(tokens: nq, keep: keep)
+        all.withUnsafeBufferPointer { s in
+            list.select(tokens: nq, workers: workers) { i in (s.baseAddress! + i * K, K, nil) }
+        }
+        timings.selection += nowSeconds() - scored
+        return list
+    }
+
+    /// Only the centroids of each token's best `groups` groups scored (see `CentroidRouter`):
+    /// the group centres first, then each group's block against the tokens that chose it.
+    static func routed(query: UnsafePointer<Float>, packed: PackedRows, router: CentroidRouter, groups: Int,
+                       keep: Int, workers: Int, timings: inout SearchTimings) -> CentroidShortlist {
+        let nq = packed.rows, dim = packed.dim, G = router.groupCount
+        let g = min(max(1, groups), G)
+        let start = nowSeconds()
+        // (a) Group scores and each token's best g groups.
+        var groupScores = [Float](repeating: 0, count: nq * G)
+        groupScores.withUnsafeMutableBufferPointer { s in
+            router.centers.withUnsafeBufferPointer { c in
+                packed.dotProducts(with: c.baseAddress!, count: G, into: s.baseAddress!, ldo: G)
+            }
+        }
+        // Their order does not matter, so a partition finds them (an insertion-based top-g
+        // selection costs O(G·g) once g is a sizeable part of G).
+        var chosen = [Int32](repeating: 0, count: nq * g)
+        var chosenCount = [Int](repeating: 0, count: nq)
+        var order = [Int32](repeating: 0, count: G)
+        groupScores.withUnsafeBufferPointer { s in
+            for i in 0..<nq {
+                let row = s.baseAddress! + i * G
+                for x in 0..<G { order[x] = Int32(x) }
+                partitionBest(&order, count: g, by: row)
+                for j in 0..<g { chosen[i * g + j] = order[j] }
+                chosenCount[i] = g
+            }
+        }
+        // (b) Where each (token, group) pair's scores go: token by token, its groups in choice
+        // order; and the pairs listed group by group, so that each block is read once.
+        var tokenStart = [Int](repeating: 0, count: nq + 1)
+        var pairOut = [Int](repeating: 0, count: nq * g)
+        var perGroup = [Int](repeating: 0, count: G + 1)
+        var total = 0
+        for i in 0..<nq {
+            tokenStart[i] = total
+            for j in 0..<chosenCount[i] {
+                let grp = Int(chosen[i * g + j])
+                pairOut[i * g + j] = total
+                total += router.groupStart[grp + 1] - router.groupStart[grp]
+                perGroup[grp + 1] += 1
+            }
+        }
+        tokenStart[nq] = total
+        for x in 0..<G { perGroup[x + 1] += perGroup[x] }
+        let pairs = perGroup[G]
+        var fill = perGroup
+        var pairQuery = [UnsafePointer<Float>?](repeating: nil, count: pairs)
+        var pairTarget = [Int](repeating: 0, count: pairs)
+        for i in 0..<nq {
+            for j in 0..<chosenCount[i] {
+                let grp = Int(chosen[i * g + j])
+                let at = fill[grp]
+                fill[grp] += 1
+                pairQuery[at] = query + i * dim
+                pairTarget[at] = pairOut[i * g + j]
+            }
+        }
+        // (c) The candidates' scores and ids.
+        var candidateScores = [Float](repeating: 0, count: total)
+        var candidateIds = [Int32](repeating: 0, count: total)
+        candidateScores.withUnsafeMutableBufferPointer { cs in
+            candidateIds.withUnsafeMutableBufferPointer { ci in
+                pairQuery.withUnsafeBufferPointer { pq in
+                    let out = cs.baseAddress!, idsOut = ci.baseAddress!
+                    let parts = min(workers, G)
+                    runWorkers(parts) { w in
+                        var targets = [UnsafeMutablePointer<Float>?](repeating: nil, count: nq)
+                        router.members.withUnsafeBufferPointer { members in
+                            var grp = w
+                            while grp < G {
+                                let lo = perGroup[grp], m = perGroup[grp + 1] - lo
+                                if m > 0 {
+                                    let first = router.groupStart[grp], n = router.groupStart[grp + 1] - first
+                                    for e in 0..<m {
+                                        let at = pairTarget[lo + e]
+                                        targets[e] = out + at
+                                        (idsOut + at).update(from: members.baseAddress! + first, count: n)
+                                    }
+                                    targets.withUnsafeBufferPointer { t in
+                                        router.scoreGroup(grp, queries: pq.baseAddress! + lo, count: m, outs: t.baseAddress!)
+                                    }
+                                }
+                                grp += parts
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let scored = nowSeconds()
+        timings.centroidScores += scored - start
+        // (d) Each token's best `keep` among its candidates.
+        var list = CentroidShortlist(tokens: nq, keep: keep)
+        candidateScores.withUnsafeBufferPointer { cs in
+            candidateIds.withUnsafeBufferPointer { ci in
+                list.select(tokens: nq, workers: workers) { i in
+                    (cs.baseAddress! + tokenStart[i], tokenStart[i + 1] - tokenStart[i], ci.baseAddress! + tokenStart[i])
+                }
+            }
+        }
+        timings.selection += nowSeconds() - scored
+        return list
+    }
+
+    /// Fills every token's entries from its scores: `row(i)` gives the token's scores, their
+    /// count and the centroid id of each (nil: the position is the id).
+    private mutating func select(tokens nq: Int, workers: Int,
+                                 row: (Int) -> (UnsafePointer<Float>, Int, UnsafePointer<Int32>?)) {
+        let keep = self.keep
+        scores.withUnsafeMutableBufferPointer { sBuf in
+            ids.withUnsafeMutableBufferPointer { iBuf in
+                counts.withUnsafeMutableBufferPointer { cBuf in
+                    let sc = sBuf.baseAddress!, id = iBuf.baseAddress!, cn = cBuf.baseAddress!
+                    let parts = min(workers, nq)
+                    runWorkers(parts) { w in
+                        var i = w
+                        while i < nq {
+                            let (s, n, names) = row(i)
+                            let got = n > 0 ? TopScores.select(s, count: n, keep: keep, scores: sc + i * keep, ids: id + i * keep) : 0
+                            if let names {
+                                for j in 0..<got { id[i * keep + j] = names[Int(id[i * keep + j])] }
+                            }
+                            cn[i] = got
+                            i += parts
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reorders `ids` so that its first `count` entries are the best by `score` (score
+    /// descending, then id ascending: a total order, so the set is deterministic), in no
+    /// particular order among themselves. Quickselect, O(ids.count) on average.
+    static func partitionBest(_ ids: inout [Int32], count: Int, by score: UnsafePointer<Float>) {
+        guard count > 0, count < ids.count else { return }
+        @inline(__always) func better(_ a: Int32, _ b: Int32) -> Bool {
+            let x = score[Int(a)], y = score[Int(b)]
+            return x > y || (x == y && a < b)
+        }
+        ids.withUnsafeMutableBufferPointer { v in
+            var lo = 0, hi = v.count - 1
+            while lo < hi {
+                // Median of three as the pivot, moved to hi.
+                let mid = lo + (hi - lo) / 2
+                if better(v[mid], v[lo]) { v.swapAt(mid, lo) }
+                if better(v[hi], v[lo]) { v.swapAt(hi, lo) }
+                if better(v[hi], v[mid]) { v.swapAt(hi, mid) }
+                v.swapAt(mid, hi)
+                let pivot = v[hi]
+                var store = lo
+                for x in lo..<hi where better(v[x], pivot) {
+                    v.swapAt(x, store)
+                    store += 1
+                }
+                v.swapAt(store, hi)
+                if store == count || store == count - 1 { return }
+                if store < count { lo = store + 1 } else { hi = store - 1 }
+            }
+        }
+    }
+}
