@@ -770,19 +770,50 @@ void ck_fastscan_scores(const unsigned char *codes, int bytes_per_code, int n, c
 }
 
 
-void ck_dot_rows_portable(const float *const *queries, int m, const float *rows, int n, int dim, float *const *outs) {
+float ck_half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    if (exp == 0x1F) {
+        bits = sign | 0x7F800000u | (man << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    } else if (man == 0) {
+        bits = sign;
+    } else {
+        /* Subnormal: shift the mantissa up to an implicit leading one. */
+        int e = -1;
+        do { man <<= 1; e++; } while ((man & 0x400) == 0);
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3FF) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+void ck_dot_rows_f16_portable(const float *const *queries, int m, const uint16_t *rows, int n, int dim, float *const *outs) {
     for (int t = 0; t < m; t++) {
         const float *q = queries[t];
         for (int r = 0; r < n; r++) {
-            const float *row = rows + (long)r * dim;
+            const uint16_t *row = rows + (long)r * dim;
             float acc = 0;
-            for (int d = 0; d < dim; d++) acc += q[d] * row[d];
+            for (int d = 0; d < dim; d++) acc += q[d] * ck_half_to_float(row[d]);
             outs[t][r] = acc;
         }
     }
 }
 
 #ifdef CK_X86
+static int f16c_state = -1;
+
+static int uses_f16c(void) {
+    int s = __atomic_load_n(&f16c_state, __ATOMIC_RELAXED);
+    if (s < 0) {
+        __builtin_cpu_init();
+        s = ck_uses_avx2() && __builtin_cpu_supports("f16c") ? 1 : 0;
+        __atomic_store_n(&f16c_state, s, __ATOMIC_RELAXED);
+    }
+    return s;
+}
+
 /* The four lane sums of a, b, c, d. */
 __attribute__((target("avx2,fma"), always_inline))
 static inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
@@ -791,36 +822,39 @@ static inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
     return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
-/* Two query rows by four block rows per step: six loads feed eight FMAs. */
-__attribute__((target("avx2,fma")))
-static void dot_rows_avx2(const float *const *queries, int m, const float *rows, int n, int dim, float *const *outs) {
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline __m256 load_half8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+/* Two query rows by four block rows per step: each widened row feeds two FMAs. */
+__attribute__((target("avx2,fma,f16c")))
+static void dot_rows_f16_avx2(const float *const *queries, int m, const uint16_t *rows, int n, int dim, float *const *outs) {
     int t = 0;
     for (; t + 2 <= m; t += 2) {
         const float *q0 = queries[t], *q1 = queries[t + 1];
         float *o0 = outs[t], *o1 = outs[t + 1];
         int r = 0;
         for (; r + 4 <= n; r += 4) {
-            const float *r0 = rows + (long)r * dim, *r1 = r0 + dim, *r2 = r1 + dim, *r3 = r2 + dim;
+            const uint16_t *r0 = rows + (long)r * dim, *r1 = r0 + dim, *r2 = r1 + dim, *r3 = r2 + dim;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
             for (int d = 0; d < dim; d += 8) {
                 __m256 x0 = _mm256_loadu_ps(q0 + d), x1 = _mm256_loadu_ps(q1 + d);
-                __m256 y = _mm256_loadu_ps(r0 + d);
+                __m256 y = load_half8(r0 + d);
                 a0 = _mm256_fmadd_ps(x0, y, a0); b0 = _mm256_fmadd_ps(x1, y, b0);
-                y = _mm256_loadu_ps(r1 + d);
+                y = load_half8(r1 + d);
                 a1 = _mm256_fmadd_ps(x0, y, a1); b1 = _mm256_fmadd_ps(x1, y, b1);
-                y = _mm256_loadu_ps(r2 + d);
+                y = load_half8(r2 + d);
                 a2 = _mm256_fmadd_ps(x0, y, a2); b2 = _mm256_fmadd_ps(x1, y, b2);
-                y = _mm256_loadu_ps(r3 + d);
+                y = load_half8(r3 + d);
                 a3 = _mm256_fmadd_ps(x0, y, a3); b3 = _mm256_fmadd_ps(x1, y, b3);
             }
             _mm_storeu_ps(o0 + r, hsum4(a0, a1, a2, a3));
             _mm_storeu_ps(o1 + r, hsum4(b0, b1, b2, b3));
         }
         for (; r < n; r++) {
-            const float *row = rows + (long)r * dim;
+            const uint16_t *row = rows + (long)r * dim;
             __m256 a = _mm256_setzero_ps(), b = a, z = a;
             for (int d = 0; d < dim; d += 8) {
-                __m256 y = _mm256_loadu_ps(row + d);
+                __m256 y = load_half8(row + d);
                 a = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + d), y, a);
                 b = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + d), y, b);
             }
@@ -834,33 +868,33 @@ static void dot_rows_avx2(const float *const *queries, int m, const float *rows,
         float *o0 = outs[t];
         int r = 0;
         for (; r + 4 <= n; r += 4) {
-            const float *r0 = rows + (long)r * dim, *r1 = r0 + dim, *r2 = r1 + dim, *r3 = r2 + dim;
+            const uint16_t *r0 = rows + (long)r * dim, *r1 = r0 + dim, *r2 = r1 + dim, *r3 = r2 + dim;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int d = 0; d < dim; d += 8) {
                 __m256 x0 = _mm256_loadu_ps(q0 + d);
-                a0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(r0 + d), a0);
-                a1 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(r1 + d), a1);
-                a2 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(r2 + d), a2);
-                a3 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(r3 + d), a3);
+                a0 = _mm256_fmadd_ps(x0, load_half8(r0 + d), a0);
+                a1 = _mm256_fmadd_ps(x0, load_half8(r1 + d), a1);
+                a2 = _mm256_fmadd_ps(x0, load_half8(r2 + d), a2);
+                a3 = _mm256_fmadd_ps(x0, load_half8(r3 + d), a3);
             }
             _mm_storeu_ps(o0 + r, hsum4(a0, a1, a2, a3));
         }
         for (; r < n; r++) {
-            const float *row = rows + (long)r * dim;
+            const uint16_t *row = rows + (long)r * dim;
             __m256 a = _mm256_setzero_ps(), z = a;
-            for (int d = 0; d < dim; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + d), _mm256_loadu_ps(row + d), a);
+            for (int d = 0; d < dim; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + d), load_half8(row + d), a);
             o0[r] = _mm_cvtss_f32(hsum4(a, z, z, z));
         }
     }
 }
 #endif
 
-void ck_dot_rows(const float *const *queries, int m, const float *rows, int n, int dim, float *const *outs) {
+void ck_dot_rows_f16(const float *const *queries, int m, const uint16_t *rows, int n, int dim, float *const *outs) {
     if (m <= 0 || n <= 0) return;
 #ifdef CK_X86
-    if (dim % 8 == 0 && ck_uses_avx2()) { dot_rows_avx2(queries, m, rows, n, dim, outs); return; }
+    if (dim % 8 == 0 && uses_f16c()) { dot_rows_f16_avx2(queries, m, rows, n, dim, outs); return; }
 #endif
-    ck_dot_rows_portable(queries, m, rows, n, dim, outs);
+    ck_dot_rows_f16_portable(queries, m, rows, n, dim, outs);
 }
 
 /* Inserts v (index c) into the n kept entries, after every entry >= v so that equal scores keep

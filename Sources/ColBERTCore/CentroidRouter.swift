@@ -13,12 +13,21 @@ public final class CentroidRouter: Sendable {
     public let centers: [Float]
     /// Group g's centroids are rows `groupStart[g] ..< groupStart[g + 1]` of `rows` and `members`.
     public let groupStart: [Int]
-    /// The centroids reordered group by group (row-major, `dim` wide), so that a group is one block.
-    public let rows: [Float]
+    /// The centroids reordered group by group (row-major, `dim` wide), so that a group is one
+    /// block; as IEEE half floats (bit patterns): the scores of a token's best groups are bound
+    /// by reading these rows, and halves read twice as fast (at 16,384 centroids, 1.1 → 0.55 ms
+    /// for 64 groups per token; the scores move by ~1e-4, far below what the probes' choice and
+    /// the fast-scan residual scores already allow, and the re-rank is exact).
+    public let rows: [UInt16]
     /// The centroid id of each row of `rows`.
     public let members: [Int32]
 
     public var groupCount: Int { groupStart.count - 1 }
+
+    /// Row `r` of `rows` as floats.
+    public func row(_ r: Int) -> [Float] {
+        (0..<dim).map { Float(Float16(bitPattern: rows[r * dim + $0])) }
+    }
 
     /// Indexes with fewer centroids score them all: the full product is already cheap there.
     public static let minimumCentroids = 4096
@@ -37,6 +46,9 @@ public final class CentroidRouter: Sendable {
     /// Groups `centroids` (row-major `K × dim`) by `assignment` (a group id below
     /// `centers.count / dim` per centroid).
     public init(centroids: UnsafeBufferPointer<Float>, dim: Int, centers: [Float], assignment: [UInt32]) throws {
+        guard centroids.allSatisfy({ $0.isFinite }), centers.allSatisfy({ $0.isFinite }) else {
+            throw BuildError.shape("non-finite value")
+        }
         guard dim > 0, centroids.count % dim == 0, centers.count % dim == 0, !centers.isEmpty else {
             throw BuildError.shape("centroids and centres must be K × \(dim) tables")
         }
@@ -51,16 +63,12 @@ public final class CentroidRouter: Sendable {
         for g in 0..<groups { start[g + 1] += start[g] }
         var next = start
         var members = [Int32](repeating: 0, count: k)
-        var rows = [Float](repeating: 0, count: k * dim)
-        if let src = centroids.baseAddress {
-            rows.withUnsafeMutableBufferPointer { out in
-                for (c, g) in assignment.enumerated() {
-                    let r = next[Int(g)]
-                    next[Int(g)] += 1
-                    members[r] = Int32(c)
-                    (out.baseAddress! + r * dim).update(from: src + c * dim, count: dim)
-                }
-            }
+        var rows = [UInt16](repeating: 0, count: k * dim)
+        for (c, g) in assignment.enumerated() {
+            let r = next[Int(g)]
+            next[Int(g)] += 1
+            members[r] = Int32(c)
+            for d in 0..<dim { rows[r * dim + d] = Float16(centroids[c * dim + d]).bitPattern }
         }
         self.dim = dim
         centroidCount = k
@@ -74,13 +82,13 @@ public final class CentroidRouter: Sendable {
     public static func groupCount(centroids: Int) -> Int { max(1, centroids / centroidsPerGroup) }
 
     /// Scores of `m` query rows against the centroids of group `g` (all of its rows, in row
-    /// order): `outs[t][r] = queries[t] · rows[groupStart[g] + r]`.
+    /// order, as half floats): `outs[t][r] = queries[t] · rows[groupStart[g] + r]`.
     public func scoreGroup(_ g: Int, queries: UnsafePointer<UnsafePointer<Float>?>, count m: Int,
                            outs: UnsafePointer<UnsafeMutablePointer<Float>?>) {
         let n = groupStart[g + 1] - groupStart[g]
         guard m > 0, n > 0 else { return }
         rows.withUnsafeBufferPointer { r in
-            ck_dot_rows(queries, Int32(m), r.baseAddress! + groupStart[g] * dim, Int32(n), Int32(dim), outs)
+            ck_dot_rows_f16(queries, Int32(m), r.baseAddress! + groupStart[g] * dim, Int32(n), Int32(dim), outs)
         }
     }
 }

@@ -115,31 +115,48 @@ public final class ColBERTIndex: @unchecked Sendable {
 
     deinit { centroidStorage.deallocate() }
 
-    /// The centroids grouped for routed centroid scoring (see `CentroidRouter`): k-means over the
-    /// centroids, computed on first use and kept while the index is open; nil below
-    /// `CentroidRouter.minimumCentroids`. Deterministic, so every opening routes alike. The first
-    /// search that routes pays for it (0.4 s at 16,384 centroids; it grows with the square of the
-    /// centroid count).
+    /// The centroids grouped for routed centroid scoring (see `CentroidRouter`), nil below
+    /// `CentroidRouter.minimumCentroids`: from the groups the index stored when it was created,
+    /// or, for an index created before it stored them (or whose record is damaged, which `verify`
+    /// reports), computed on first use (0.4 s at 16,384 centroids). Kept while the index is open.
     public var centroidRouter: CentroidRouter? {
         routerCache.withLock { cached in
             if let cached { return cached }
-            let built = Self.groupCentroids(centroids, count: centroidCount, dim: dim)
+            let built = storedCentroidGroups().flatMap { groups in
+                try? CentroidRouter(centroids: centroids, dim: dim, centers: groups.centers, assignment: groups.assignment)
+            } ?? Self.groupCentroids(centroids, count: centroidCount, dim: dim, allCores: false).flatMap { groups in
+                try? CentroidRouter(centroids: centroids, dim: dim, centers: groups.centers, assignment: groups.assignment)
+            }
             cached = .some(built)
             return built
         }
     }
 
-    static func groupCentroids(_ centroids: UnsafeBufferPointer<Float>, count k: Int, dim: Int) -> CentroidRouter? {
+    /// The stored centroid groups, nil when absent or malformed.
+    func storedCentroidGroups() -> (centers: [Float], assignment: [UInt32])? {
+        guard centroidCount >= CentroidRouter.minimumCentroids else { return nil }
+        return try? env.withReadTransaction { txn in
+            try txn.get(meta, key: Schema.metaKey("centroid_groups")).flatMap {
+                Schema.decodeCentroidGroups($0, centroids: centroidCount, dim: dim)
+            }
+        }
+    }
+
+    /// k-means over the centroids into `CentroidRouter.groupCount(centroids:)` groups
+    /// (deterministic), nil below `CentroidRouter.minimumCentroids`. `allCores: false` leaves
+    /// OpenBLAS's thread count alone, for use beside searches.
+    static func groupCentroids(_ centroids: UnsafeBufferPointer<Float>, count k: Int, dim: Int,
+                               allCores: Bool) -> (centers: [Float], assignment: [UInt32])? {
         guard k >= CentroidRouter.minimumCentroids, let base = centroids.baseAddress else { return nil }
         let groups = CentroidRouter.groupCount(centroids: k)
         let centers = KMeans.train(points: centroids, count: k, dim: dim, k: groups, iterations: 8, seed: 0x5EED_C0A2_5E00,
-                                   allCores: false)
+                                   allCores: allCores)
         var assignment = [UInt32](repeating: 0, count: k)
         var scores = [Float](repeating: 0, count: k)
         centers.withUnsafeBufferPointer { c in
             KMeans.assign(points: base, count: k, dim: dim, centroids: c.baseAddress!, k: groups, ids: &assignment, scores: &scores)
         }
-        return try? CentroidRouter(centroids: centroids, dim: dim, centers: centers, assignment: assignment)
+        return (centers, assignment)
     }
 
     static func openEnvironment(at path: String, readOnly: Bool, mapSize: Int, maxMapSize: Int = 1 << 40) throws -> LMDBEnvironment {
@@ -187,6 +204,10 @@ public final class ColBERTIndex: @unchecked Sendable {
         }
         guard c.centroidCount <= Int(UInt32.max) else { throw IndexError.invalidOption("too many centroids") }
         let env = try openEnvironment(at: path, readOnly: false, mapSize: c.initialMapSize, maxMapSize: c.maxMapSize)
+        // Grouped once here, so that searches need not (see `centroidRouter`).
+        let groups = c.centroids.withUnsafeBufferPointer {
+            groupCentroids($0, count: c.centroidCount, dim: c.dim, allCores: true)
+        }
         let config = ConfigRecord(formatVersion: Schema.formatVersion, dim: c.dim, nbits: c.nbits,
                                   centroidCount: c.centroidCount, modelFingerprint: c.modelFingerprint,
                                   storeText: c.storeText, seed: c.seed)
@@ -199,6 +220,10 @@ public final class ColBERTIndex: @unchecked Sendable {
             try txn.put(meta, key: Schema.metaKey("config"), value: try JSONRecord.encode(config))
             try txn.put(meta, key: Schema.metaKey("centroids"), value: Schema.floatsLE(c.centroids))
             try txn.put(meta, key: Schema.metaKey("codec"), value: Schema.floatsLE(c.codec.bucketCutoffs + c.codec.bucketWeights))
+            if let groups {
+                try txn.put(meta, key: Schema.metaKey("centroid_groups"),
+                            value: Schema.encodeCentroidGroups(centers: groups.centers, assignment: groups.assignment, dim: c.dim))
+            }
             try txn.put(meta, key: Schema.metaKey("counters"), value: try JSONRecord.encode(Counters()))
             if let t = c.training { try txn.put(meta, key: Schema.metaKey("training"), value: try JSONRecord.encode(t)) }
             for (k, v) in extraMeta { try txn.put(meta, key: Schema.metaKey(k), value: v) }

@@ -86,6 +86,30 @@ enum Schema {
         p.storeBytes(of: v.littleEndian, toByteOffset: offset, as: UInt32.self)
     }
 
+    /// The centroid groups of `CentroidRouter` (meta key `centroid_groups`): the group count
+    /// (UInt32 LE), the `groups × dim` centres (Float LE), then one group per centroid (UInt32 LE).
+    static func encodeCentroidGroups(centers: [Float], assignment: [UInt32], dim: Int) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(4 + centers.count * 4 + assignment.count * 4)
+        withUnsafeBytes(of: UInt32(centers.count / dim).littleEndian) { out.append(contentsOf: $0) }
+        out += floatsLE(centers)
+        for g in assignment { withUnsafeBytes(of: g.littleEndian) { out.append(contentsOf: $0) } }
+        return out
+    }
+
+    /// The record of `encodeCentroidGroups` for `centroids` centroids of `dim` values, or nil when
+    /// its size or a group id does not fit.
+    static func decodeCentroidGroups(_ p: UnsafeRawBufferPointer, centroids k: Int, dim: Int) -> (centers: [Float], assignment: [UInt32])? {
+        guard p.count >= 4 else { return nil }
+        let groups = Int(u32LE(p, 0))
+        guard groups > 0, p.count == 4 + groups * dim * 4 + k * 4 else { return nil }
+        let centers = readFloatsLE(UnsafeRawBufferPointer(rebasing: p[4..<(4 + groups * dim * 4)]))
+        let base = 4 + groups * dim * 4
+        let assignment = (0..<k).map { u32LE(p, base + $0 * 4) }
+        guard assignment.allSatisfy({ Int($0) < groups }), centers.allSatisfy({ $0.isFinite }) else { return nil }
+        return (centers, assignment)
+    }
+
     /// A document record: its token count and distinct centroids (ascending).
     static func encodeDocument(tokens: Int, centroids: [UInt32]) -> [UInt8] {
         var out = [UInt8](); out.reserveCapacity(8 + centroids.count + centroids.count / 2)

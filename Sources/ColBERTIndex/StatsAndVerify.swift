@@ -143,6 +143,11 @@ extension ColBERTIndex {
                 report(.metadata, "counters name cluster table \(c.clusterTable)")
                 return
             }
+            if centroidCount >= CentroidRouter.minimumCentroids,
+               let v = try txn.get(meta, key: Schema.metaKey("centroid_groups")),
+               Schema.decodeCentroidGroups(v, centroids: centroidCount, dim: dim) == nil {
+                report(.metadata, "the centroid groups record is malformed (searches regroup the centroids instead)")
+            }
             let clusters = try clusters(c)
             let idle = clusterTables[1 - c.clusterTable]
             let idleChunks = try txn.stat(idle).entries

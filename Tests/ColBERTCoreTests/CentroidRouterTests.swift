@@ -9,9 +9,10 @@ import Testing
     }
 
     @Test(arguments: [(1, 1), (2, 4), (3, 7), (5, 16), (4, 35)])
-    func dotRowsMatchesDoubleDotProducts(m: Int, n: Int) {
+    func halfFloatDotRowsMatchDoubleDotProducts(m: Int, n: Int) {
         let dim = 128
-        let q = random(m * dim, seed: 3), rows = random(n * dim, seed: 4)
+        let q = random(m * dim, seed: 3)
+        let rows = random(n * dim, seed: 4).map { Float16($0).bitPattern }
         var fast = [Float](repeating: .nan, count: m * n), portable = fast
         q.withUnsafeBufferPointer { qb in
             rows.withUnsafeBufferPointer { rb in
@@ -20,8 +21,8 @@ import Testing
                     portable.withUnsafeMutableBufferPointer { p in
                         let outF: [UnsafeMutablePointer<Float>?] = (0..<m).map { f.baseAddress! + $0 * n }
                         let outP: [UnsafeMutablePointer<Float>?] = (0..<m).map { p.baseAddress! + $0 * n }
-                        ck_dot_rows(queries, Int32(m), rb.baseAddress!, Int32(n), Int32(dim), outF)
-                        ck_dot_rows_portable(queries, Int32(m), rb.baseAddress!, Int32(n), Int32(dim), outP)
+                        ck_dot_rows_f16(queries, Int32(m), rb.baseAddress!, Int32(n), Int32(dim), outF)
+                        ck_dot_rows_f16_portable(queries, Int32(m), rb.baseAddress!, Int32(n), Int32(dim), outP)
                     }
                 }
             }
@@ -29,11 +30,19 @@ import Testing
         for t in 0..<m {
             for r in 0..<n {
                 var want = 0.0
-                for d in 0..<dim { want += Double(q[t * dim + d]) * Double(rows[r * dim + d]) }
+                for d in 0..<dim { want += Double(q[t * dim + d]) * Double(Float(Float16(bitPattern: rows[r * dim + d]))) }
                 #expect(abs(Double(fast[t * n + r]) - want) < 1e-4, "token \(t) row \(r)")
                 #expect(abs(Double(portable[t * n + r]) - want) < 1e-4, "portable: token \(t) row \(r)")
             }
         }
+    }
+
+    @Test func halfFloatBitsConvertExactly() {
+        // Normal, subnormal, zero, negative, infinite values and a NaN.
+        for h: UInt16 in [0x3C00, 0xBC00, 0x0001, 0x03FF, 0x0000, 0x8000, 0x7BFF, 0x7C00, 0xFC00, 0x3555] {
+            #expect(ck_half_to_float(h) == Float(Float16(bitPattern: h)), "\(h)")
+        }
+        #expect(ck_half_to_float(0x7E00).isNaN)
     }
 
     @Test func routerHoldsEveryCentroidOnceGroupByGroup() throws {
@@ -52,7 +61,7 @@ import Testing
             for r in router.groupStart[grp]..<router.groupStart[grp + 1] {
                 let c = Int(router.members[r])
                 #expect(assignment[c] == UInt32(grp))
-                #expect(Array(router.rows[(r * dim)..<((r + 1) * dim)]) == Array(centroids[(c * dim)..<((c + 1) * dim)]))
+                #expect(router.row(r) == centroids[(c * dim)..<((c + 1) * dim)].map { Float(Float16($0)) })
             }
         }
     }
@@ -68,6 +77,9 @@ import Testing
             }
             #expect(throws: CentroidRouter.BuildError.self) {
                 try CentroidRouter(centroids: c, dim: 8, centers: [], assignment: [0, 0, 0, 0])
+            }
+            #expect(throws: CentroidRouter.BuildError.self) {
+                try CentroidRouter(centroids: c, dim: 8, centers: [Float](repeating: .nan, count: 8), assignment: [0, 0, 0, 0])
             }
         }
     }

@@ -372,3 +372,49 @@ import Testing
         #expect(try index.verify().isEmpty)
     }
 }
+
+/// The centroid groups an index stores for routed centroid scoring.
+@Suite struct CentroidGroupTests {
+    static func create(_ dir: TempDir, centroids k: Int, dim: Int = 8) throws -> ColBERTIndex {
+        var rng = SplitMix64(seed: 11)
+        var c = (0..<(k * dim)).map { _ in Float(rng.nextGaussian()) }
+        VectorMath.normalizeRows(&c, dim: dim)
+        let codec = try ResidualCodec(dim: dim, nbits: 1, bucketCutoffs: [0], bucketWeights: [-0.1, 0.1])
+        return try ColBERTIndex.create(at: dir.file("idx"), configuration: IndexConfiguration(modelFingerprint: "m", centroids: c, codec: codec))
+    }
+
+    @Test func createdIndexStoresItsGroups() throws {
+        let dir = TempDir()
+        let index = try Self.create(dir, centroids: CentroidRouter.minimumCentroids)
+        let stored = try #require(index.storedCentroidGroups())
+        let router = try #require(index.centroidRouter)
+        #expect(router.groupCount == CentroidRouter.groupCount(centroids: CentroidRouter.minimumCentroids))
+        #expect(stored.centers == router.centers)
+        // Deterministic: grouping again gives what was stored.
+        let again = try #require(ColBERTIndex.groupCentroids(index.centroids, count: index.centroidCount, dim: index.dim, allCores: false))
+        #expect(again.centers == stored.centers && again.assignment == stored.assignment)
+        // A reopened index reads the same groups.
+        let reopened = try ColBERTIndex.open(at: dir.file("idx"), readOnly: true)
+        #expect(reopened.centroidRouter?.members == router.members)
+        #expect(try index.verify().isEmpty)
+    }
+
+    @Test func smallIndexesScoreEveryCentroid() throws {
+        let dir = TempDir()
+        let index = try Self.create(dir, centroids: 64)
+        #expect(index.storedCentroidGroups() == nil && index.centroidRouter == nil)
+    }
+
+    @Test func damagedGroupsAreReportedAndRegrouped() throws {
+        let dir = TempDir()
+        let built = try Self.create(dir, centroids: CentroidRouter.minimumCentroids)
+        let members = try #require(built.centroidRouter).members
+        try built.env.withWriteTransaction { txn in
+            try txn.put(built.meta, key: Schema.metaKey("centroid_groups"), value: [1, 0, 0, 0, 7])
+        }
+        let index = try ColBERTIndex.open(at: dir.file("idx"))
+        #expect(index.storedCentroidGroups() == nil)
+        #expect(index.centroidRouter?.members == members)
+        #expect(try index.verify().contains { $0.kind == .metadata })
+    }
+}

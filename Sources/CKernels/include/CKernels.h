@@ -1,6 +1,8 @@
 #ifndef CKERNELS_H
 #define CKERNELS_H
 
+#include <stdint.h>
+
 /// Hot numeric loops that need instructions above the x86-64 baseline the Swift code is
 /// compiled for (AVX2 and FMA), chosen at run time; every kernel has a portable fallback
 /// that gives the same result up to float rounding.
@@ -99,11 +101,14 @@ void ck_fastscan_scores(const unsigned char *codes, int bytes_per_code, int n, c
 int ck_select_top(const float *s, int count, int keep, float *scores_out, int *ids_out);
 int ck_select_top_portable(const float *s, int count, int keep, float *scores_out, int *ids_out);
 
-/// Dot products of m query rows with the n row-major rows of one block: outs[t][r] =
-/// queries[t] · rows[r] (dim values each). For scoring a group of centroids against only the
-/// query tokens that chose it, where a full GEMM would score every token.
-void ck_dot_rows(const float *const *queries, int m, const float *rows, int n, int dim, float *const *outs);
-void ck_dot_rows_portable(const float *const *queries, int m, const float *rows, int n, int dim, float *const *outs);
+/// Dot products of m query rows with the n row-major rows of one block, stored as IEEE half
+/// floats (bit patterns): outs[t][r] = queries[t] · rows[r] (dim values each). For scoring a
+/// group of centroids against only the query tokens that chose it, where a full GEMM would score
+/// every token. Half floats halve the bytes read, which is what these scores wait on.
+void ck_dot_rows_f16(const float *const *queries, int m, const uint16_t *rows, int n, int dim, float *const *outs);
+void ck_dot_rows_f16_portable(const float *const *queries, int m, const uint16_t *rows, int n, int dim, float *const *outs);
+/// The float value of an IEEE half float's bit pattern.
+float ck_half_to_float(uint16_t h);
 
 /// Lower bound in `n` ascending little-endian 16-bit values at `offsets`: how many are below
 /// `target`. Branch-free halving down to a short window, then a vector count over it, since the
