@@ -42,7 +42,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Centroid-pruned (WARP-style) and exhaustive MaxSim, BEIR metrics.
-        .target(name: "ColBERTSearch", dependencies: ["ColBERTCore", "COpenBLAS"]),
+        .target(name: "ColBERTSearch", dependencies: ["ColBERTCore", "COpenBLAS", "CKernels"]),
         // Line-delimited JSON over a Unix domain socket.
         .target(name: "ColBERTServer", dependencies: [
             "ColBERTCore",

@@ -897,6 +897,72 @@ void ck_dot_rows_f16(const float *const *queries, int m, const uint16_t *rows, i
     ck_dot_rows_f16_portable(queries, m, rows, n, dim, outs);
 }
 
+/* A signed integer with the order of the float (finite values). */
+static inline int32_t ordered_key(float f) {
+    if (f == 0) f = 0; /* -0 ties with +0, as the comparison does */
+    int32_t i;
+    memcpy(&i, &f, sizeof i);
+    return i < 0 ? i ^ 0x7FFFFFFF : i;
+}
+
+static long count_at_least_portable(const int32_t *k, int count, int32_t t) {
+    long n = 0;
+    for (int i = 0; i < count; i++) n += k[i] >= t;
+    return n;
+}
+
+#ifdef CK_X86
+__attribute__((target("avx2")))
+static long count_at_least_avx2(const int32_t *k, int count, int32_t t) {
+    /* k >= t  <=>  k > t - 1 (t is never INT32_MIN here). */
+    __m256i below = _mm256_set1_epi32(t - 1), acc = _mm256_setzero_si256();
+    int i = 0;
+    for (; i + 8 <= count; i += 8) {
+        /* Each match adds -1 to its lane. */
+        acc = _mm256_add_epi32(acc, _mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i *)(k + i)), below));
+    }
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    long n = -(long)_mm_cvtsi128_si32(s);
+    for (; i < count; i++) n += k[i] >= t;
+    return n;
+}
+#endif
+
+int ck_best_unordered(const float *s, int count, int keep, int *ids_out, void *scratch) {
+    if (keep <= 0 || count <= 0) return 0;
+    if (keep > count) keep = count;
+    int32_t *k = (int32_t *)scratch;
+    int32_t lo = INT32_MAX, hi = INT32_MIN;
+    for (int i = 0; i < count; i++) {
+        k[i] = ordered_key(s[i]);
+        if (k[i] < lo) lo = k[i];
+        if (k[i] > hi) hi = k[i];
+    }
+    /* The keep-th largest key: the largest t with at least keep keys >= t, by bisection over
+       the keys' range (a fixed number of branch-free counting passes, where a quickselect's
+       comparisons are unpredictable branches). */
+#ifdef CK_X86
+    int vec = ck_uses_avx2();
+#endif
+    while (lo < hi) {
+        int32_t mid = (int32_t)(((int64_t)lo + (int64_t)hi + 1) >> 1);
+        long n;
+#ifdef CK_X86
+        n = vec ? count_at_least_avx2(k, count, mid) : count_at_least_portable(k, count, mid);
+#else
+        n = count_at_least_portable(k, count, mid);
+#endif
+        if (n >= keep) lo = mid; else hi = mid - 1;
+    }
+    /* Every key above the threshold, then ties at it by index. */
+    int n = 0;
+    for (int i = 0; i < count; i++) if (k[i] > lo) ids_out[n++] = i;
+    for (int i = 0; i < count && n < keep; i++) if (k[i] == lo) ids_out[n++] = i;
+    return n;
+}
+
 /* Inserts v (index c) into the n kept entries, after every entry >= v so that equal scores keep
    the lower index first; drops the worst when full. Returns the new count. */
 static inline int select_insert(float v, int c, int n, int keep, float *sc, int *id) {

@@ -15,9 +15,9 @@ public final class CentroidRouter: Sendable {
     public let groupStart: [Int]
     /// The centroids reordered group by group (row-major, `dim` wide), so that a group is one
     /// block; as IEEE half floats (bit patterns): the scores of a token's best groups are bound
-    /// by reading these rows, and halves read twice as fast (at 16,384 centroids, 1.1 → 0.55 ms
-    /// for 64 groups per token; the scores move by ~1e-4, far below what the probes' choice and
-    /// the fast-scan residual scores already allow, and the re-rank is exact).
+    /// by reading these rows, and halves read twice as fast (1,024 candidates per token at 16,384
+    /// centroids: 1.1 → 0.55 ms; the scores move by ~1e-4, below the fast-scan residual scores'
+    /// error, and the re-rank is exact).
     public let rows: [UInt16]
     /// The centroid id of each row of `rows`.
     public let members: [Int32]
@@ -32,9 +32,10 @@ public final class CentroidRouter: Sendable {
     /// Indexes with fewer centroids score them all: the full product is already cheap there.
     public static let minimumCentroids = 4096
     /// Centroids per group. Finer groups cover a token's best centroids with fewer candidates: on
-    /// SciFact with 16,384 centroids, the best 64 of 1,024 groups of 16 kept 0.990 of the
-    /// exhaustive top-10 where the best 16 of 256 groups of 64 (as many candidates) kept 0.980.
-    public static let centroidsPerGroup = 16
+    /// SciFact (8,192 centroids, nprobe 32), 1,024 candidates per token kept 0.992 of the
+    /// exhaustive top-10 as 128 groups of 8 and 0.980 as 64 groups of 16; with 16,384 centroids,
+    /// 1,024 candidates as 16 groups of 64 kept 0.980 (docs/BENCHMARKS.md, `run24`).
+    public static let centroidsPerGroup = 8
 
     public enum BuildError: Error, Equatable, CustomStringConvertible {
         case shape(String)

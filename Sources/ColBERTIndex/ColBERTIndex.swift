@@ -118,7 +118,7 @@ public final class ColBERTIndex: @unchecked Sendable {
     /// The centroids grouped for routed centroid scoring (see `CentroidRouter`), nil below
     /// `CentroidRouter.minimumCentroids`: from the groups the index stored when it was created,
     /// or, for an index created before it stored them (or whose record is damaged, which `verify`
-    /// reports), computed on first use (0.4 s at 16,384 centroids). Kept while the index is open.
+    /// reports), computed on first use (1.4 s at 16,384 centroids). Kept while the index is open.
     public var centroidRouter: CentroidRouter? {
         routerCache.withLock { cached in
             if let cached { return cached }

@@ -1,3 +1,4 @@
+import CKernels
 import ColBERTCore
 
 /// The first stage of a pruned search: per query token its best `keep` centroids, score
@@ -66,14 +67,13 @@ struct CentroidShortlist {
         // selection costs O(G·g) once g is a sizeable part of G).
         var chosen = [Int32](repeating: 0, count: nq * g)
         var chosenCount = [Int](repeating: 0, count: nq)
-        var order = [Int32](repeating: 0, count: G)
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: G * 4, alignment: 32)
+        defer { scratch.deallocate() }
         groupScores.withUnsafeBufferPointer { s in
-            for i in 0..<nq {
-                let row = s.baseAddress! + i * G
-                for x in 0..<G { order[x] = Int32(x) }
-                partitionBest(&order, count: g, by: row)
-                for j in 0..<g { chosen[i * g + j] = order[j] }
-                chosenCount[i] = g
+            chosen.withUnsafeMutableBufferPointer { c in
+                for i in 0..<nq {
+                    chosenCount[i] = Int(ck_best_unordered(s.baseAddress! + i * G, Int32(G), Int32(g), c.baseAddress! + i * g, scratch))
+                }
             }
         }
         // (b) Where each (token, group) pair's scores go: token by token, its groups in choice
@@ -176,37 +176,6 @@ struct CentroidShortlist {
                         }
                     }
                 }
-            }
-        }
-    }
-
-    /// Reorders `ids` so that its first `count` entries are the best by `score` (score
-    /// descending, then id ascending: a total order, so the set is deterministic), in no
-    /// particular order among themselves. Quickselect, O(ids.count) on average.
-    static func partitionBest(_ ids: inout [Int32], count: Int, by score: UnsafePointer<Float>) {
-        guard count > 0, count < ids.count else { return }
-        @inline(__always) func better(_ a: Int32, _ b: Int32) -> Bool {
-            let x = score[Int(a)], y = score[Int(b)]
-            return x > y || (x == y && a < b)
-        }
-        ids.withUnsafeMutableBufferPointer { v in
-            var lo = 0, hi = v.count - 1
-            while lo < hi {
-                // Median of three as the pivot, moved to hi.
-                let mid = lo + (hi - lo) / 2
-                if better(v[mid], v[lo]) { v.swapAt(mid, lo) }
-                if better(v[hi], v[lo]) { v.swapAt(hi, lo) }
-                if better(v[hi], v[mid]) { v.swapAt(hi, mid) }
-                v.swapAt(mid, hi)
-                let pivot = v[hi]
-                var store = lo
-                for x in lo..<hi where better(v[x], pivot) {
-                    v.swapAt(x, store)
-                    store += 1
-                }
-                v.swapAt(store, hi)
-                if store == count || store == count - 1 { return }
-                if store < count { lo = store + 1 } else { hi = store - 1 }
             }
         }
     }

@@ -45,6 +45,24 @@ import Testing
         #expect(ck_half_to_float(0x7E00).isNaN)
     }
 
+    @Test func bestUnorderedKeepsTheBestSet() {
+        var g = SplitMix64(seed: 5)
+        for count in [1, 2, 7, 64, 300, 2048] {
+            for distinct in [2, 1000] {
+                let s = (0..<count).map { _ in Float(g.next() % UInt64(distinct)) }
+                let want = s.indices.sorted { s[$0] > s[$1] || (s[$0] == s[$1] && $0 < $1) }
+                for keep in [1, 3, count / 2, count - 1, count, count + 5] where keep >= 1 {
+                    var ids = [Int32](repeating: -1, count: max(keep, 1))
+                    let scratch = UnsafeMutableRawPointer.allocate(byteCount: count * 8, alignment: 8)
+                    defer { scratch.deallocate() }
+                    let n = s.withUnsafeBufferPointer { ck_best_unordered($0.baseAddress!, Int32(count), Int32(keep), &ids, scratch) }
+                    #expect(Int(n) == min(keep, count))
+                    #expect(Set(ids.prefix(Int(n))) == Set(want.prefix(keep).map { Int32($0) }), "count \(count) keep \(keep)")
+                }
+            }
+        }
+    }
+
     @Test func routerHoldsEveryCentroidOnceGroupByGroup() throws {
         let dim = 8, k = 50, groups = 6
         let centroids = random(k * dim, seed: 7)

@@ -44,22 +44,6 @@ import Testing
         (0..<list.counts[i]).map { (list.ids[i * list.keep + $0], list.scores[i * list.keep + $0]) }
     }
 
-    @Test func partitionBestKeepsTheBestSet() {
-        var g = SplitMix64(seed: 5)
-        for count in [1, 2, 7, 64, 300] {
-            for distinct in [2, 1000] {
-                let s = (0..<count).map { _ in Float(g.next() % UInt64(distinct)) }
-                let want = s.indices.sorted { s[$0] > s[$1] || (s[$0] == s[$1] && $0 < $1) }
-                for keep in [1, 3, count / 2, count - 1, count] where keep >= 1 {
-                    var ids = (0..<count).map { Int32($0) }
-                    s.withUnsafeBufferPointer { CentroidShortlist.partitionBest(&ids, count: keep, by: $0.baseAddress!) }
-                    #expect(Set(ids.prefix(keep)) == Set(want.prefix(keep).map { Int32($0) }), "count \(count) keep \(keep)")
-                    #expect(Set(ids) == Set((0..<count).map { Int32($0) }))
-                }
-            }
-        }
-    }
-
     @Test(arguments: [1, 2, 5])
     func routedShortlistIsTheBestOfTheChosenGroups(groups: Int) throws {
         let f = try Fixture(documents: 30, dim: 16, centroidCount: 48, queries: 3, queryTokens: 6)

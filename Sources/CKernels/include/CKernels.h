@@ -110,6 +110,12 @@ void ck_dot_rows_f16_portable(const float *const *queries, int m, const uint16_t
 /// The float value of an IEEE half float's bit pattern.
 float ck_half_to_float(uint16_t h);
 
+/// The indices of the best `keep` of `count` finite scores (score desc, then index asc: a total
+/// order, so the set is deterministic) into `ids_out`, in no particular order; `scratch` holds `count`
+/// 4-byte entries. About 32 vector counting passes, where a sorted top-k costs O(count·keep) once
+/// keep is a sizeable part of count. Returns min(keep, count).
+int ck_best_unordered(const float *s, int count, int keep, int *ids_out, void *scratch);
+
 /// Lower bound in `n` ascending little-endian 16-bit values at `offsets`: how many are below
 /// `target`. Branch-free halving down to a short window, then a vector count over it, since the
 /// outcome of each probe is unpredictable and a mispredicted branch costs more than the loads.
