@@ -63,8 +63,8 @@ struct CentroidShortlist {
                 packed.dotProducts(with: c.baseAddress!, count: G, into: s.baseAddress!, ldo: G)
             }
         }
-        // Their order does not matter, so a partition finds them (an insertion-based top-g
-        // selection costs O(G·g) once g is a sizeable part of G).
+        // Their order does not matter, so a threshold finds them (`ck_best_unordered`; a sorted
+        // top-g costs O(G·g) once g is a sizeable part of G).
         var chosen = [Int32](repeating: 0, count: nq * g)
         var chosenCount = [Int](repeating: 0, count: nq)
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: G * 4, alignment: 32)
