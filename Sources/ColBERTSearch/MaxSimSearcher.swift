@@ -162,10 +162,10 @@ public enum MaxSimSearcher {
         let probed: CentroidShortlist
         if p.groupProbes > 0, let router = index.centroidRouter, router.centroidCount == K, p.groupProbes < router.groupCount {
             probed = .routed(query: q, packed: packedQuery, router: router, groups: p.groupProbes, keep: nprobe + 1,
-                                workers: workers, timings: &timings)
+                             workers: workers, timings: &timings)
         } else {
             probed = .exhaustive(query: packedQuery, centroids: C, count: K, keep: nprobe + 1, workers: workers,
-                                    timings: &timings)
+                                 timings: &timings)
         }
         let t1 = nowSeconds()
 
