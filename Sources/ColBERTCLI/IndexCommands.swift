@@ -242,6 +242,7 @@ struct IndexStatsCommand: ParsableCommand {
             ("documents", "\(stats.documents)"),
             ("tokens", "\(stats.tokens)"),
             ("centroids", "\(stats.centroids) (\(stats.emptyClusters) empty, \(stats.clusterChunks) chunks)"),
+            ("centroid groups", stats.centroidGroups.map { "\($0) stored (for --group-probes)" } ?? (stats.centroids >= CentroidRouter.minimumCentroids ? "none stored (grouped on the first routed search)" : "none (fewer than \(CentroidRouter.minimumCentroids) centroids)")),
             ("dim / nbits", "\(stats.dim) / \(stats.nbits)"),
             ("file size", String(format: "%.1f MB (%.1f MB in use)", Double(stats.fileSizeBytes) / 1e6, Double(stats.usedBytes) / 1e6)),
             ("bytes per token", String(format: "%.1f (clusters %.1f, documents %.1f; format floor %.0f)", stats.bytesPerToken, stats.clusterBytesPerToken, stats.documentBytesPerToken, stats.floorBytesPerToken)),

@@ -44,6 +44,10 @@ public struct IndexStats: Codable, Sendable, Equatable {
     /// Least bytes per token of this format: the packed code plus the 2-byte document id offset
     /// in its cluster chunk (document records add about one byte per distinct centroid).
     public var floorBytesPerToken: Double = 0
+    /// Groups of centroids stored for routed centroid scoring (`SearchParameters.groupProbes`);
+    /// nil when the index stores none (fewer than 4,096 centroids, or created before groups were
+    /// stored: a routed search then groups the centroids on first use).
+    public var centroidGroups: Int?
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version", documents, tokens, centroids, dim, nbits
@@ -57,6 +61,7 @@ public struct IndexStats: Codable, Sendable, Equatable {
         case addedMeanResidualNorm = "added_mean_residual_norm", addedTokens = "added_tokens"
         case drift, hint, buildComplete = "build_complete", mapSizeBytes = "map_size_bytes"
         case livePageBytes = "live_page_bytes", floorBytesPerToken = "floor_bytes_per_token"
+        case centroidGroups = "centroid_groups"
     }
 }
 
@@ -124,6 +129,9 @@ extension ColBERTIndex {
                 drift: drift, hint: hint, buildComplete: complete, mapSizeBytes: env.mapSize)
             stats.livePageBytes = livePages * usage.pageSize
             stats.floorBytesPerToken = Double(codec.bytesPerVector + 2)
+            if centroidCount >= CentroidRouter.minimumCentroids, let v = try txn.get(meta, key: Schema.metaKey("centroid_groups")) {
+                stats.centroidGroups = Schema.decodeCentroidGroups(v, centroids: centroidCount, dim: dim).map { $0.centers.count / dim }
+            }
             return stats
         }
     }

@@ -397,12 +397,14 @@ import Testing
         let reopened = try ColBERTIndex.open(at: dir.file("idx"), readOnly: true)
         #expect(reopened.centroidRouter?.members == router.members)
         #expect(try index.verify().isEmpty)
+        #expect(try index.stats().centroidGroups == router.groupCount)
     }
 
     @Test func smallIndexesScoreEveryCentroid() throws {
         let dir = TempDir()
         let index = try Self.create(dir, centroids: 64)
         #expect(index.storedCentroidGroups() == nil && index.centroidRouter == nil)
+        #expect(try index.stats().centroidGroups == nil)
     }
 
     @Test func damagedGroupsAreReportedAndRegrouped() throws {
@@ -416,5 +418,6 @@ import Testing
         #expect(index.storedCentroidGroups() == nil)
         #expect(index.centroidRouter?.members == members)
         #expect(try index.verify().contains { $0.kind == .metadata })
+        #expect(try index.stats().centroidGroups == nil)
     }
 }
