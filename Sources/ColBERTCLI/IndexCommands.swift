@@ -8,7 +8,7 @@ struct IndexCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "index",
         abstract: "Build, change and inspect a compressed token index (one LMDB directory).",
-        subcommands: [IndexBuildCommand.self, IndexAddCommand.self, IndexDeleteCommand.self,
+        subcommands: [IndexBuildCommand.self, IndexAddCommand.self, IndexDeleteCommand.self, IndexRegroupCommand.self,
                       IndexStatsCommand.self, IndexVerifyCommand.self, IndexCompactCommand.self, IndexBenchCommand.self]
     )
 }
@@ -242,7 +242,7 @@ struct IndexStatsCommand: ParsableCommand {
             ("documents", "\(stats.documents)"),
             ("tokens", "\(stats.tokens)"),
             ("centroids", "\(stats.centroids) (\(stats.emptyClusters) empty, \(stats.clusterChunks) chunks)"),
-            ("centroid groups", stats.centroidGroups.map { "\($0) stored (for --group-probes)" } ?? (stats.centroids >= CentroidRouter.minimumCentroids ? "none stored (grouped on the first routed search)" : "none (fewer than \(CentroidRouter.minimumCentroids) centroids)")),
+            ("centroid groups", stats.centroidGroups.map { "\($0) stored (for --group-probes)" } ?? (stats.centroids >= CentroidRouter.minimumCentroids ? "none stored (grouped on the first routed search; `colbert index regroup` stores them)" : "none (fewer than \(CentroidRouter.minimumCentroids) centroids)")),
             ("dim / nbits", "\(stats.dim) / \(stats.nbits)"),
             ("file size", String(format: "%.1f MB (%.1f MB in use)", Double(stats.fileSizeBytes) / 1e6, Double(stats.usedBytes) / 1e6)),
             ("bytes per token", String(format: "%.1f (clusters %.1f, documents %.1f; format floor %.0f)", stats.bytesPerToken, stats.clusterBytesPerToken, stats.documentBytesPerToken, stats.floorBytesPerToken)),
@@ -296,6 +296,27 @@ struct IndexCompactCommand: ParsableCommand {
             print(String(format: "data.mdb: %.1f MB -> %.1f MB", Double(r.bytesBefore) / 1e6, Double(r.bytesAfter) / 1e6))
         } catch {
             throw CLIError("\(error)")
+        }
+    }
+}
+
+struct IndexRegroupCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "regroup",
+        abstract: "Store the centroid groups that --group-probes routes through, in an index created before indexes stored them (or whose record `verify` reports damaged).")
+
+    @Option(name: .long, help: "Index directory.") var index: String
+
+    func run() throws {
+        guard FileManager.default.fileExists(atPath: index + "/data.mdb") else {
+            throw CLIError("\(IndexError.notAnIndex(index))")
+        }
+        let groups: Int
+        do { groups = try ColBERTIndex.open(at: index).storeCentroidGroups() } catch { throw CLIError("\(error)") }
+        if groups == 0 {
+            print("fewer than \(CentroidRouter.minimumCentroids) centroids: every search scores them all, nothing to group")
+        } else {
+            print("stored \(groups) centroid groups")
         }
     }
 }

@@ -132,6 +132,19 @@ public final class ColBERTIndex: @unchecked Sendable {
         }
     }
 
+    /// Groups the centroids and stores the groups (`colbert index regroup`): for an index created
+    /// before it stored them, or whose record `verify` reports damaged. Returns the number of
+    /// groups (0 below `CentroidRouter.minimumCentroids`: nothing to store). Searches already
+    /// running keep the groups they have; the next opening reads the stored ones.
+    public func storeCentroidGroups() throws -> Int {
+        guard let groups = Self.groupCentroids(centroids, count: centroidCount, dim: dim, allCores: true) else { return 0 }
+        try env.withWriteTransaction { txn in
+            try txn.put(meta, key: Schema.metaKey("centroid_groups"),
+                        value: Schema.encodeCentroidGroups(centers: groups.centers, assignment: groups.assignment, dim: dim))
+        }
+        return groups.centers.count / dim
+    }
+
     /// The stored centroid groups, nil when absent or malformed.
     func storedCentroidGroups() -> (centers: [Float], assignment: [UInt32])? {
         guard centroidCount >= CentroidRouter.minimumCentroids else { return nil }

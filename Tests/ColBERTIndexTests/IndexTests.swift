@@ -419,5 +419,10 @@ import Testing
         #expect(index.centroidRouter?.members == members)
         #expect(try index.verify().contains { $0.kind == .metadata })
         #expect(try index.stats().centroidGroups == nil)
+        // Regrouping stores them again.
+        #expect(try index.storeCentroidGroups() == CentroidRouter.groupCount(centroids: CentroidRouter.minimumCentroids))
+        #expect(try index.verify().isEmpty)
+        #expect(try ColBERTIndex.open(at: dir.file("idx"), readOnly: true).centroidRouter?.members == members)
+        #expect(try Self.create(TempDir(), centroids: 64).storeCentroidGroups() == 0)
     }
 }
