@@ -278,6 +278,14 @@ struct IndexVerifyCommand: ParsableCommand {
     }
 }
 
+/// Commands that open an index for writing would otherwise create an empty environment at a
+/// mistyped path.
+func requireIndexFile(_ path: String) throws {
+    guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
+        throw CLIError("\(IndexError.notAnIndex(path))")
+    }
+}
+
 struct IndexCompactCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compact",
@@ -286,9 +294,7 @@ struct IndexCompactCommand: ParsableCommand {
     @Option(name: .long, help: "Index directory.") var index: String
 
     func run() throws {
-        guard FileManager.default.fileExists(atPath: index + "/data.mdb") else {
-            throw CLIError("\(IndexError.notAnIndex(index))")
-        }
+        try requireIndexFile(index)
         do {
             // The chunk rewrite runs first, with the index object released before the file swap.
             try { try ColBERTIndex.open(at: index).compact() }()
@@ -308,9 +314,7 @@ struct IndexRegroupCommand: ParsableCommand {
     @Option(name: .long, help: "Index directory.") var index: String
 
     func run() throws {
-        guard FileManager.default.fileExists(atPath: index + "/data.mdb") else {
-            throw CLIError("\(IndexError.notAnIndex(index))")
-        }
+        try requireIndexFile(index)
         let groups: Int
         do { groups = try ColBERTIndex.open(at: index).storeCentroidGroups() } catch { throw CLIError("\(error)") }
         if groups == 0 {
