@@ -122,10 +122,9 @@ public final class ColBERTIndex: @unchecked Sendable {
     public var centroidRouter: CentroidRouter? {
         routerCache.withLock { cached in
             if let cached { return cached }
-            let built = storedCentroidGroups().flatMap { groups in
-                try? CentroidRouter(centroids: centroids, dim: dim, centers: groups.centers, assignment: groups.assignment)
-            } ?? Self.groupCentroids(centroids, count: centroidCount, dim: dim, allCores: false).flatMap { groups in
-                try? CentroidRouter(centroids: centroids, dim: dim, centers: groups.centers, assignment: groups.assignment)
+            let groups = storedCentroidGroups() ?? Self.groupCentroids(centroids, count: centroidCount, dim: dim, allCores: false)
+            let built = groups.flatMap {
+                try? CentroidRouter(centroids: centroids, dim: dim, centers: $0.centers, assignment: $0.assignment)
             }
             cached = .some(built)
             return built
@@ -138,21 +137,31 @@ public final class ColBERTIndex: @unchecked Sendable {
     /// running keep the groups they have; the next opening reads the stored ones.
     public func storeCentroidGroups() throws -> Int {
         guard let groups = Self.groupCentroids(centroids, count: centroidCount, dim: dim, allCores: true) else { return 0 }
-        try env.withWriteTransaction { txn in
-            try txn.put(meta, key: Schema.metaKey("centroid_groups"),
-                        value: Schema.encodeCentroidGroups(centers: groups.centers, assignment: groups.assignment, dim: dim))
-        }
+        try env.withWriteTransaction { txn in try Self.putCentroidGroups(groups, dim: dim, meta: meta, txn: txn) }
         return groups.centers.count / dim
     }
 
     /// The stored centroid groups, nil when absent or malformed.
     func storedCentroidGroups() -> (centers: [Float], assignment: [UInt32])? {
+        try? env.withReadTransaction { txn in try centroidGroupsRecord(txn).flatMap(decodeCentroidGroups) }
+    }
+
+    /// The stored centroid groups' record as `txn` sees it; nil when absent, and always below
+    /// `CentroidRouter.minimumCentroids` (such indexes never route).
+    func centroidGroupsRecord(_ txn: LMDBTransaction) throws -> UnsafeRawBufferPointer? {
         guard centroidCount >= CentroidRouter.minimumCentroids else { return nil }
-        return try? env.withReadTransaction { txn in
-            try txn.get(meta, key: Schema.metaKey("centroid_groups")).flatMap {
-                Schema.decodeCentroidGroups($0, centroids: centroidCount, dim: dim)
-            }
-        }
+        return try txn.get(meta, key: Schema.metaKey("centroid_groups"))
+    }
+
+    /// The groups in a record of `centroidGroupsRecord`, nil when it is malformed.
+    func decodeCentroidGroups(_ record: UnsafeRawBufferPointer) -> (centers: [Float], assignment: [UInt32])? {
+        Schema.decodeCentroidGroups(record, centroids: centroidCount, dim: dim)
+    }
+
+    static func putCentroidGroups(_ groups: (centers: [Float], assignment: [UInt32]), dim: Int, meta: LMDBDatabase,
+                                  txn: LMDBTransaction) throws {
+        try txn.put(meta, key: Schema.metaKey("centroid_groups"),
+                    value: Schema.encodeCentroidGroups(centers: groups.centers, assignment: groups.assignment, dim: dim))
     }
 
     /// k-means over the centroids into `CentroidRouter.groupCount(centroids:)` groups
@@ -233,10 +242,7 @@ public final class ColBERTIndex: @unchecked Sendable {
             try txn.put(meta, key: Schema.metaKey("config"), value: try JSONRecord.encode(config))
             try txn.put(meta, key: Schema.metaKey("centroids"), value: Schema.floatsLE(c.centroids))
             try txn.put(meta, key: Schema.metaKey("codec"), value: Schema.floatsLE(c.codec.bucketCutoffs + c.codec.bucketWeights))
-            if let groups {
-                try txn.put(meta, key: Schema.metaKey("centroid_groups"),
-                            value: Schema.encodeCentroidGroups(centers: groups.centers, assignment: groups.assignment, dim: c.dim))
-            }
+            if let groups { try putCentroidGroups(groups, dim: c.dim, meta: meta, txn: txn) }
             try txn.put(meta, key: Schema.metaKey("counters"), value: try JSONRecord.encode(Counters()))
             if let t = c.training { try txn.put(meta, key: Schema.metaKey("training"), value: try JSONRecord.encode(t)) }
             for (k, v) in extraMeta { try txn.put(meta, key: Schema.metaKey(k), value: v) }

@@ -129,8 +129,8 @@ extension ColBERTIndex {
                 drift: drift, hint: hint, buildComplete: complete, mapSizeBytes: env.mapSize)
             stats.livePageBytes = livePages * usage.pageSize
             stats.floorBytesPerToken = Double(codec.bytesPerVector + 2)
-            if centroidCount >= CentroidRouter.minimumCentroids, let v = try txn.get(meta, key: Schema.metaKey("centroid_groups")) {
-                stats.centroidGroups = Schema.decodeCentroidGroups(v, centroids: centroidCount, dim: dim).map { $0.centers.count / dim }
+            if let v = try centroidGroupsRecord(txn) {
+                stats.centroidGroups = decodeCentroidGroups(v).map { $0.centers.count / dim }
             }
             return stats
         }
@@ -151,9 +151,7 @@ extension ColBERTIndex {
                 report(.metadata, "counters name cluster table \(c.clusterTable)")
                 return
             }
-            if centroidCount >= CentroidRouter.minimumCentroids,
-               let v = try txn.get(meta, key: Schema.metaKey("centroid_groups")),
-               Schema.decodeCentroidGroups(v, centroids: centroidCount, dim: dim) == nil {
+            if let v = try centroidGroupsRecord(txn), decodeCentroidGroups(v) == nil {
                 report(.metadata, "the centroid groups record is malformed (searches regroup the centroids instead)")
             }
             let clusters = try clusters(c)
