@@ -1016,10 +1016,123 @@ static int select_top_avx2(const float *s, int count, int keep, float *sc, int *
 }
 #endif
 
+/* A score and its index, ordered by (score desc, index asc). */
+typedef struct { float v; int i; } ck_scored;
+
+static inline int ranks_before(ck_scored a, ck_scored b) { return a.v > b.v || (a.v == b.v && a.i < b.i); }
+
+/* Moves the best `keep` of p[0..n) to p[0..keep), in no particular order (a quickselect:
+   everything left of `lo` ranks before everything from `lo` on, everything right of `hi` after
+   everything up to `hi`). */
+static void move_best_first(ck_scored *p, int n, int keep) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        /* The median of three as pivot, parked at hi. */
+        if (ranks_before(p[mid], p[lo])) { ck_scored t = p[mid]; p[mid] = p[lo]; p[lo] = t; }
+        if (ranks_before(p[hi], p[lo])) { ck_scored t = p[hi]; p[hi] = p[lo]; p[lo] = t; }
+        if (ranks_before(p[mid], p[hi])) { ck_scored t = p[mid]; p[mid] = p[hi]; p[hi] = t; }
+        ck_scored pivot = p[hi];
+        int store = lo;
+        for (int k = lo; k < hi; k++) {
+            if (ranks_before(p[k], pivot)) { ck_scored t = p[k]; p[k] = p[store]; p[store] = t; store++; }
+        }
+        p[hi] = p[store];
+        p[store] = pivot;
+        if (store == keep - 1 || store == keep) return;
+        if (store < keep) lo = store + 1; else hi = store - 1;
+    }
+}
+
+/* Buffer of the buffered selection: room for 4 keep candidates (at least 64) and one 8-wide step. */
+enum { CK_SELECT_MAX_KEEP = 256, CK_SELECT_BUFFER = 4 * CK_SELECT_MAX_KEEP + 8 };
+
+#ifdef CK_X86
+/* The best `keep` of the scores above `floor`, in result order; returns how many there are
+   (fewer than `keep` when fewer scores are above the floor). Candidates go to a buffer unsorted;
+   a full buffer is cut to its best `keep` (quickselect), whose worst score becomes the cut-off.
+   A later score equal to the cut-off ranks after every kept one (higher index), so `>` is exact. */
+__attribute__((target("avx2,fma")))
+static int select_above_avx2(const float *s, int count, int keep, float floor, float *sc, int *id) {
+    ck_scored buf[CK_SELECT_BUFFER];
+    const int cap = 4 * keep < 64 ? 64 : 4 * keep;
+    int n = 0;
+    float cutoff = floor;
+    __m256 cut = _mm256_set1_ps(cutoff);
+    int c = 0;
+    for (; c + 8 <= count; c += 8) {
+        int above = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + c), cut, _CMP_GT_OQ));
+        while (above) {
+            int j = __builtin_ctz(above);
+            above &= above - 1;
+            buf[n].v = s[c + j];
+            buf[n].i = c + j;
+            n++;
+        }
+        if (n > cap) {
+            move_best_first(buf, n, keep);
+            n = keep;
+            cutoff = buf[0].v;
+            for (int k = 1; k < n; k++) if (buf[k].v < cutoff) cutoff = buf[k].v;
+            cut = _mm256_set1_ps(cutoff);
+        }
+    }
+    for (; c < count; c++) {
+        if (s[c] > cutoff) { buf[n].v = s[c]; buf[n].i = c; n++; }
+    }
+    if (n > keep) { move_best_first(buf, n, keep); n = keep; }
+    /* The kept ones in result order (insertion sort: a few dozen entries). */
+    for (int k = 1; k < n; k++) {
+        ck_scored x = buf[k];
+        int j = k;
+        while (j > 0 && ranks_before(x, buf[j - 1])) { buf[j] = buf[j - 1]; j--; }
+        buf[j] = x;
+    }
+    for (int k = 0; k < n; k++) { sc[k] = buf[k].v; id[k] = buf[k].i; }
+    return n;
+}
+
+/* Sorted insertion into a short list of the best scores so far (descending). */
+static inline void insert_descending(float v, float *best, int *n, int cap) {
+    if (*n == cap && !(v > best[cap - 1])) return;
+    int pos = *n < cap ? (*n)++ : cap - 1;
+    while (pos > 0 && best[pos - 1] < v) { best[pos] = best[pos - 1]; pos--; }
+    best[pos] = v;
+}
+
+/* The floor starts the scan high: the j-th best of a strided sample, with j chosen so that about
+   four times `keep` scores lie above it. Most scores then fail one vector compare, and the buffer
+   is cut once or twice instead of four times from a cold start. Should fewer than `keep` scores
+   lie above it (rarely: a few in a thousand), the scan runs again from no floor. */
+__attribute__((target("avx2,fma")))
+static int select_top_buffered_avx2(const float *s, int count, int keep, float *sc, int *id) {
+    enum { SAMPLES = 256, MAX_J = 64 };
+    float floor = -INFINITY;
+    if (count >= 16 * SAMPLES && keep <= count / 64) {
+        const int stride = count / SAMPLES;
+        int j = (int)(4.0 * keep * SAMPLES / count + 0.5);
+        if (j < 1) j = 1;
+        if (j > MAX_J) j = MAX_J;
+        float best[MAX_J];
+        int n = 0;
+        for (int k = 0; k < SAMPLES; k++) insert_descending(s[(long)k * stride], best, &n, j);
+        if (n == j) floor = best[j - 1];
+        /* Just below the sample's score, so that the scan's `>` keeps it and its equals. */
+        floor = nextafterf(floor, -INFINITY);
+    }
+    if (floor == -INFINITY) return select_top_avx2(s, count, keep, sc, id);
+    int n = select_above_avx2(s, count, keep, floor, sc, id);
+    return n < keep ? select_top_avx2(s, count, keep, sc, id) : n;
+}
+#endif
+
 int ck_select_top(const float *s, int count, int keep, float *sc, int *id) {
     if (keep <= 0) return 0;
 #ifdef CK_X86
-    if (ck_uses_avx2()) return select_top_avx2(s, count, keep, sc, id);
+    if (ck_uses_avx2()) {
+        if (keep <= CK_SELECT_MAX_KEEP) return select_top_buffered_avx2(s, count, keep, sc, id);
+        return select_top_avx2(s, count, keep, sc, id);
+    }
 #endif
     return ck_select_top_portable(s, count, keep, sc, id);
 }

@@ -211,6 +211,25 @@ public struct DocumentTokenRuns {
     }
 }
 
+/// Every cluster's chunks at once: those of cluster c are `chunks[first[c] ..< first[c + 1]]`.
+/// For loops that visit many clusters per query, which would otherwise pay a call and a closure
+/// per visit. Valid only inside the closure that received it.
+public struct ClusterChunkTable {
+    public let first: UnsafeBufferPointer<Int>
+    public let chunks: UnsafeBufferPointer<ClusterView>
+
+    public init(first: UnsafeBufferPointer<Int>, chunks: UnsafeBufferPointer<ClusterView>) {
+        self.first = first
+        self.chunks = chunks
+    }
+
+    /// Positions in `chunks` of the cluster's chunks (empty for a centroid out of range).
+    @inlinable public func chunkRange(_ centroid: Int) -> Range<Int> {
+        guard centroid >= 0, centroid + 1 < first.count else { return 0..<0 }
+        return first[centroid]..<first[centroid + 1]
+    }
+}
+
 /// Read access to one consistent snapshot of a compressed token index. Search is written against
 /// this protocol; the LMDB index provides it from a read transaction, tests from memory.
 public protocol IndexSnapshot {
@@ -233,6 +252,9 @@ public protocol IndexSnapshot {
     /// Calls `body` with each chunk of the cluster's tokens, in ascending document id order
     /// (never for an empty cluster).
     func forEachClusterChunk(_ centroid: Int, _ body: (ClusterView) throws -> Void) throws
+    /// Calls `body` with every cluster's chunks (the same as `forEachClusterChunk` gives). May be
+    /// called from several threads after `prepareClusterReads`.
+    func withClusterChunks<R>(_ body: (ClusterChunkTable) throws -> R) throws -> R
     /// Calls `body` with the document's tokens, or nil when the id is not live.
     func withDocument<R>(_ docId: UInt32, _ body: (DocumentView?) throws -> R) throws -> R
     /// Calls `body` with the views of many documents at once (nil where an id is not live),
@@ -253,6 +275,21 @@ public protocol IndexSnapshot {
 
 extension IndexSnapshot {
     public func prepareClusterReads() throws {}
+
+    /// The table gathered from `forEachClusterChunk`, cluster by cluster (correct for any store;
+    /// a store that holds its chunks in a table should lend it instead).
+    public func withClusterChunks<R>(_ body: (ClusterChunkTable) throws -> R) throws -> R {
+        var first = [Int](repeating: 0, count: centroidCount + 1)
+        var chunks: [ClusterView] = []
+        for c in 0..<centroidCount {
+            first[c] = chunks.count
+            try forEachClusterChunk(c) { chunks.append($0) }
+        }
+        first[centroidCount] = chunks.count
+        return try first.withUnsafeBufferPointer { f in
+            try chunks.withUnsafeBufferPointer { try body(ClusterChunkTable(first: f, chunks: $0)) }
+        }
+    }
 
     public var centroidRouter: CentroidRouter? { nil }
 

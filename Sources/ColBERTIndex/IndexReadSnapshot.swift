@@ -195,6 +195,13 @@ public struct IndexReadSnapshot: IndexSnapshot {
         for j in d.first[centroid]..<d.first[centroid + 1] { try body(d.chunks[j]) }
     }
 
+    public func withClusterChunks<R>(_ body: (ClusterChunkTable) throws -> R) throws -> R {
+        let d = try directory()
+        return try d.first.withUnsafeBufferPointer { f in
+            try d.chunks.withUnsafeBufferPointer { try body(ClusterChunkTable(first: f, chunks: $0)) }
+        }
+    }
+
     /// Number of stored chunks of a cluster.
     public func chunkCount(ofCluster centroid: Int) throws -> Int {
         guard centroid >= 0, centroid < index.centroidCount else { return 0 }

@@ -12,10 +12,10 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
     public let centroidRouter: CentroidRouter?
 
     private let centroidStorage: UnsafeMutableBufferPointer<Float>
-    // Cluster-major, in the stored chunk layout: chunks of cluster c are chunkFirst[c] ..<
-    // chunkFirst[c + 1], chunk j at chunkBytes[chunkStart[j] ..< chunkStart[j + 1]].
+    // Cluster-major, in the stored chunk layout: chunks of cluster c are chunkViews[chunkFirst[c]
+    // ..< chunkFirst[c + 1]], each pointing into chunkBytes.
     private let chunkFirst: [Int]
-    private let chunkStart: [Int]
+    private let chunkViews: [ClusterView]
     private let chunkBytes: UnsafeMutableRawBufferPointer
     // Document-major: tokens of the document in row `docRow[id]` at docOffsets[row] ..< +1.
     private let docRow: [Int32]
@@ -165,6 +165,8 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
         }
         let chunkBytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, chunkStart[chunkStart.count - 1]), alignment: 8)
         var chunk = 0
+        var chunkViews: [ClusterView] = []
+        chunkViews.reserveCapacity(chunkStart.count - 1)
         for c in 0..<K {
             var at = clusterOffsets[c]
             for n in plans[c] {
@@ -172,12 +174,18 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
                 ClusterChunkLayout.write(into: chunkBytes.baseAddress! + chunkStart[chunk], count: n, bytesPerCode: bpc,
                                          docId: { entryDoc[from + $0] },
                                          code: { UnsafeRawPointer(docCodes.baseAddress! + entryToken[from + $0] * bpc) })
+                let bytes = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(chunkBytes)[chunkStart[chunk]..<chunkStart[chunk + 1]])
+                // The chunk was just written in this layout; a failure here is a bug in the layout.
+                guard let view = ClusterChunkLayout.view(bytes, bytesPerCode: bpc) else {
+                    preconditionFailure("cluster \(c): a chunk of \(n) entries does not read back")
+                }
+                chunkViews.append(view)
                 at += n
                 chunk += 1
             }
         }
         self.chunkFirst = chunkFirst
-        self.chunkStart = chunkStart
+        self.chunkViews = chunkViews
         self.chunkBytes = chunkBytes
         codes.deallocate()
     }
@@ -194,10 +202,12 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
 
     public func forEachClusterChunk(_ centroid: Int, _ body: (ClusterView) throws -> Void) throws {
         guard centroid >= 0, centroid < centroidCount else { return }
-        for j in chunkFirst[centroid]..<chunkFirst[centroid + 1] {
-            let bytes = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(chunkBytes)[chunkStart[j]..<chunkStart[j + 1]])
-            guard let view = ClusterChunkLayout.view(bytes, bytesPerCode: codec.bytesPerVector) else { continue }
-            try body(view)
+        for j in chunkFirst[centroid]..<chunkFirst[centroid + 1] { try body(chunkViews[j]) }
+    }
+
+    public func withClusterChunks<R>(_ body: (ClusterChunkTable) throws -> R) throws -> R {
+        try chunkFirst.withUnsafeBufferPointer { f in
+            try chunkViews.withUnsafeBufferPointer { try body(ClusterChunkTable(first: f, chunks: $0)) }
         }
     }
 

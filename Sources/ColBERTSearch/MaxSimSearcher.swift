@@ -217,26 +217,33 @@ public enum MaxSimSearcher {
         let slots = (0..<workers).map { _ in ScoringSlot(capacity: shortlist) }
         let normalize = p.normalizeScores
         try index.prepareClusterReads()
-        missing.withUnsafeBufferPointer { mBuf in
-            let miss = mBuf.baseAddress!
-            runWorkers(workers) { w in
-                let scratch = scratches[w]
-                do {
-                    try withExtendedLifetime(fastScan) {
-                        try scratch.scoreClusters(of: plan, index: index, worker: w, workers: workers, normalize: normalize)
-                    }
-                    for i in 0..<nq {
-                        for j in 0..<probeCounts[i] {
-                            // The next probe's document ids are cold (pass one read only codes).
-                            let next = j + 1 < probeCounts[i] ? i * nprobe + j + 1 : (i + 1 < nq && probeCounts[i + 1] > 0 ? (i + 1) * nprobe : -1)
-                            if next >= 0 { try scratch.prefetchDocumentIds(ofProbe: next, plan: plan, index: index, worker: w, workers: workers) }
-                            try scratch.takeScores(ofProbe: i * nprobe + j, plan: plan, index: index, worker: w, workers: workers,
-                                                   allowed: allowed)
+        let idBound = Int(index.documentIdBound), codec = index.codec
+        try index.withClusterChunks { table in
+            missing.withUnsafeBufferPointer { mBuf in
+                let miss = mBuf.baseAddress!
+                runWorkers(workers) { w in
+                    let scratch = scratches[w]
+                    do {
+                        try withExtendedLifetime(fastScan) {
+                            try scratch.scoreClusters(of: plan, table: table, codec: codec, centroids: C, idBound: idBound,
+                                                      worker: w, workers: workers, normalize: normalize)
                         }
-                        scratch.fold(queryToken: i, missing: miss)
+                        for i in 0..<nq {
+                            for j in 0..<probeCounts[i] {
+                                // The next probe's document ids are cold (pass one read only codes).
+                                let next = j + 1 < probeCounts[i] ? i * nprobe + j + 1 : (i + 1 < nq && probeCounts[i + 1] > 0 ? (i + 1) * nprobe : -1)
+                                if next >= 0 {
+                                    scratch.prefetchDocumentIds(ofProbe: next, plan: plan, table: table, idBound: idBound,
+                                                                worker: w, workers: workers)
+                                }
+                                scratch.takeScores(ofProbe: i * nprobe + j, plan: plan, table: table, idBound: idBound,
+                                                   worker: w, workers: workers, allowed: allowed)
+                            }
+                            scratch.fold(queryToken: i, missing: miss)
+                        }
+                    } catch {
+                        slots[w].error = error
                     }
-                } catch {
-                    slots[w].error = error
                 }
             }
         }
@@ -528,10 +535,9 @@ final class ScoringScratch: @unchecked Sendable {
     /// entries against the query tokens that probe it, each token decompressed once
     /// (`MaxSimKernel.clusterScores`) or looked up in the query tokens' fast-scan tables
     /// (`MaxSimKernel.fastScanScores`), stored cluster after cluster, chunk after chunk.
-    func scoreClusters<S: IndexSnapshot>(of plan: ProbePlan, index: S, worker w: Int, workers: Int, normalize: Bool) throws {
-        let codec = index.codec, dim = index.dim, bytesPerCode = codec.bytesPerVector
-        let idBound = Int(index.documentIdBound)
-        guard let centroids = index.centroids.baseAddress else { return }
+    func scoreClusters(of plan: ProbePlan, table: ClusterChunkTable, codec: ResidualCodec, centroids: UnsafePointer<Float>,
+                       idBound: Int, worker w: Int, workers: Int, normalize: Bool) throws {
+        let dim = codec.dim, bytesPerCode = codec.bytesPerVector
         var cursor = 0
         groupOffsets.removeAll(keepingCapacity: true)
         let fastScan = plan.usesFastScan
@@ -546,16 +552,18 @@ final class ScoringScratch: @unchecked Sendable {
                                 groupOffsets.append(cursor)
                                 // The next cluster's first codes, which the kernel would otherwise start on cold.
                                 if u + 1 < plan.clusterCount {
-                                    try index.forEachClusterChunk(Int(plan.clusters[u + 1])) { view in
+                                    for j in table.chunkRange(Int(plan.clusters[u + 1])) {
+                                        let view = table.chunks[j]
                                         view.prefetchCodes(Self.share(of: view, worker: w, workers: workers, idBound: idBound))
                                     }
                                 }
-                                try index.forEachClusterChunk(c) { view in
+                                for j in table.chunkRange(c) {
+                                    let view = table.chunks[j]
                                     guard view.bytesPerCode == bytesPerCode else {
                                         throw SearchError.invalidParameter("cluster \(c) has \(view.bytesPerCode)-byte codes, the codec expects \(bytesPerCode)")
                                     }
                                     let part = Self.share(of: view, worker: w, workers: workers, idBound: idBound)
-                                    guard !part.isEmpty else { return }
+                                    guard !part.isEmpty else { continue }
                                     reserveScores(cursor + m * part.count, keeping: cursor)
                                     if fastScan {
                                         MaxSimKernel.fastScanScores(codes: view.code(part.lowerBound), codec: codec, count: part.count,
@@ -580,15 +588,15 @@ final class ScoringScratch: @unchecked Sendable {
 
     /// Pass two, for one probe (query token i's j-th cluster, `i * nprobe + j`): takes its scores
     /// of this worker's entries into the documents' best scores for the current query token.
-    func takeScores<S: IndexSnapshot>(ofProbe probe: Int, plan: ProbePlan, index: S, worker w: Int, workers: Int,
-                                      allowed: DocumentFilter?) throws {
+    func takeScores(ofProbe probe: Int, plan: ProbePlan, table: ClusterChunkTable, idBound: Int, worker w: Int, workers: Int,
+                    allowed: DocumentFilter?) {
         let u = Int(plan.probeGroup[probe]), rank = Int(plan.probeRank[probe])
         let m = plan.groupStart[u + 1] - plan.groupStart[u]
-        let idBound = Int(index.documentIdBound)
         var cursor = groupOffsets[u]
-        try index.forEachClusterChunk(Int(plan.clusters[u])) { view in
+        for j in table.chunkRange(Int(plan.clusters[u])) {
+            let view = table.chunks[j]
             let part = Self.share(of: view, worker: w, workers: workers, idBound: idBound)
-            guard !part.isEmpty else { return }
+            guard !part.isEmpty else { continue }
             take(view, part: part, scores: scores + cursor + rank * part.count, allowed: allowed)
             cursor += m * part.count
         }
@@ -596,9 +604,9 @@ final class ScoringScratch: @unchecked Sendable {
 
     /// Asks for the cache lines of a probe's document ids (this worker's entries), ahead of its
     /// `takeScores`.
-    func prefetchDocumentIds<S: IndexSnapshot>(ofProbe probe: Int, plan: ProbePlan, index: S, worker w: Int, workers: Int) throws {
-        let idBound = Int(index.documentIdBound)
-        try index.forEachClusterChunk(Int(plan.clusters[Int(plan.probeGroup[probe])])) { view in
+    func prefetchDocumentIds(ofProbe probe: Int, plan: ProbePlan, table: ClusterChunkTable, idBound: Int, worker w: Int, workers: Int) {
+        for j in table.chunkRange(Int(plan.clusters[Int(plan.probeGroup[probe])])) {
+            let view = table.chunks[j]
             view.prefetchDocumentIds(Self.share(of: view, worker: w, workers: workers, idBound: idBound))
         }
     }

@@ -114,12 +114,13 @@ import Testing
     }
 
     /// Top-k selection equals a full sort by (score desc, index asc), with many ties (scores from
-    /// a few distinct values), every count around the 8-wide steps and keep larger than count;
-    /// the portable loop too.
+    /// a few distinct values), every count around the 8-wide steps and keep larger than count,
+    /// counts that make the buffered selection cut its buffer many times, and keeps above its
+    /// limit; the portable loop too.
     @Test func selectTopMatchesSort() {
         var g = SplitMix64(seed: 99)
-        for count in [0, 1, 5, 8, 9, 16, 33, 100, 1000] {
-            for keep in [1, 3, 8, 33, 200] {
+        for count in [0, 1, 5, 8, 9, 16, 33, 100, 1000, 4103, 16384] {
+            for keep in [1, 3, 8, 33, 45, 200, 300] {
                 for distinct in [3, 1000] {
                     let s = (0..<count).map { _ in Float(g.next() % UInt64(distinct)) / 7 }
                     let want = s.indices.sorted { s[$0] > s[$1] || (s[$0] == s[$1] && $0 < $1) }.prefix(keep)
