@@ -84,10 +84,12 @@ public struct SearchParameters: Sendable, Equatable {
     }
 
     /// Candidates in the block of an early-stopping re-rank (`rerankMargin`) that starts at
-    /// candidate `next`: 32 up to the 96th, then 64. On SciFact the queries that go past 96 mostly
-    /// go to the depth, so bigger blocks there save them a locate pass and, on several threads,
-    /// two hand-offs per block, for 1.4 more candidates re-scored on average and the same recall.
-    public static func rerankBlock(startingAt next: Int) -> Int { next < 96 ? 32 : 64 }
+    /// candidate `next`: 16 up to the 32nd, 32 up to the 96th, then 64. Where the approximate order
+    /// is already right (1.2M synthetic tokens) the first 16 settle the top 10, half the re-rank's
+    /// time, with the same recall; on SciFact the same recall and ~2 fewer candidates re-scored. The
+    /// queries that go past 96 there mostly go to the depth, so bigger blocks save them a locate
+    /// pass and, on several threads, two hand-offs per block.
+    public static func rerankBlock(startingAt next: Int) -> Int { next < 32 ? 16 : (next < 96 ? 32 : 64) }
 
     /// Defaults for a result count `k` on an index of SciFact's cluster size (searches use
     /// `defaults(k:for:)`, which adapts the probes to the index), measured on SciFact with the
