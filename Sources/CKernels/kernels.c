@@ -1401,3 +1401,185 @@ void ck_softmax_rows(float *s, int rows, int cols, const float *key_mask) {
 #endif
     ck_softmax_rows_portable(s, rows, cols, key_mask);
 }
+
+/* ---- Centroid scores in 8-bit integers ---------------------------------------------------- */
+
+long ck_i8_panel_bytes(int count, int dim) { return (long)((count + 15) / 16) * 16 * dim; }
+
+void ck_i8_pack_rows(const float *rows, int count, int dim, uint8_t *panels, float *scales) {
+    const int padded = (count + 15) / 16 * 16, quads = dim / 4;
+    for (int c = 0; c < padded; c++) {
+        float m = 0;
+        if (c < count) for (int k = 0; k < dim; k++) { float a = fabsf(rows[(long)c * dim + k]); if (a > m) m = a; }
+        const float s = m / 127.0f;
+        scales[c] = s;
+        uint8_t *panel = panels + (long)(c / 8) * quads * 32 + (c % 8) * 4;
+        for (int k = 0; k < dim; k++) {
+            long v = c < count && s > 0 ? lrintf(rows[(long)c * dim + k] / s) : 0;
+            if (v > 127) v = 127;
+            if (v < -127) v = -127;
+            panel[(long)(k / 4) * 32 + k % 4] = (uint8_t)(v + 128);
+        }
+    }
+}
+
+void ck_i8_quantize_rows(const float *rows, int count, int dim, int8_t *out, float *scales, int32_t *offsets) {
+    const int padded = (count + 3) / 4 * 4;
+    for (int r = 0; r < padded; r++) {
+        float m = 0;
+        if (r < count) for (int k = 0; k < dim; k++) { float a = fabsf(rows[(long)r * dim + k]); if (a > m) m = a; }
+        const float s = m / 63.0f;
+        int32_t sum = 0;
+        for (int k = 0; k < dim; k++) {
+            long v = r < count && s > 0 ? lrintf(rows[(long)r * dim + k] / s) : 0;
+            if (v > 63) v = 63;
+            if (v < -63) v = -63;
+            out[(long)r * dim + k] = (int8_t)v;
+            sum += (int32_t)v;
+        }
+        scales[r] = s;
+        offsets[r] = 128 * sum;
+    }
+}
+
+static void i8_scores_portable(const int8_t *q, const int32_t *offsets, const float *qs, int rows, const uint8_t *panels,
+                               const float *cs, int first, int count, int dim, float *out, long ldo) {
+    const int quads = dim / 4;
+    for (int c = first; c < first + count; c++) {
+        const uint8_t *panel = panels + (long)(c / 8) * quads * 32 + (c % 8) * 4;
+        for (int r = 0; r < rows; r++) {
+            int32_t acc = 0;
+            for (int k = 0; k < dim; k++) acc += (int32_t)q[(long)r * dim + k] * (int32_t)panel[(long)(k / 4) * 32 + k % 4];
+            out[(long)r * ldo + c] = (float)(acc - offsets[r]) * (qs[r] * cs[c]);
+        }
+    }
+}
+
+#ifdef CK_X86
+/* A 4-row x 16-column tile per step: two 8-centroid panels (32 bytes per 4 dims: 8 centroids x 4
+   unsigned bytes) against each row's 4 signed bytes broadcast. The query's 7 bits keep each pair
+   sum of vpmaddubsw (at most 2 x 63 x 255) below the 16-bit limit, so nothing saturates and the
+   integer sums are exact: any split of the columns gives the same scores. */
+__attribute__((target("avx2,fma")))
+static void i8_scores_avx2(const int8_t *q, const int32_t *offsets, const float *qs, int rows, const uint8_t *panels,
+                           const float *cs, int first, int count, int dim, float *out, long ldo) {
+    const int quads = dim / 4;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int c = first; c < first + count; c += 16) {
+        const uint8_t *p0 = panels + (long)(c / 8) * quads * 32, *p1 = p0 + (long)quads * 32;
+        const __m256 s0 = _mm256_loadu_ps(cs + c), s1 = _mm256_loadu_ps(cs + c + 8);
+        for (int r = 0; r < rows; r += 4) {
+            __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+            const int8_t *q0 = q + (long)r * dim, *q1 = q0 + dim, *q2 = q1 + dim, *q3 = q2 + dim;
+            for (int t = 0; t < quads; t++) {
+                const __m256i b0 = _mm256_loadu_si256((const __m256i *)(p0 + t * 32));
+                const __m256i b1 = _mm256_loadu_si256((const __m256i *)(p1 + t * 32));
+                int32_t w;
+                memcpy(&w, q0 + 4 * t, 4);
+                __m256i x = _mm256_set1_epi32(w);
+                a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(_mm256_maddubs_epi16(b0, x), ones));
+                a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(_mm256_maddubs_epi16(b1, x), ones));
+                memcpy(&w, q1 + 4 * t, 4);
+                x = _mm256_set1_epi32(w);
+                a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(_mm256_maddubs_epi16(b0, x), ones));
+                a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(_mm256_maddubs_epi16(b1, x), ones));
+                memcpy(&w, q2 + 4 * t, 4);
+                x = _mm256_set1_epi32(w);
+                a20 = _mm256_add_epi32(a20, _mm256_madd_epi16(_mm256_maddubs_epi16(b0, x), ones));
+                a21 = _mm256_add_epi32(a21, _mm256_madd_epi16(_mm256_maddubs_epi16(b1, x), ones));
+                memcpy(&w, q3 + 4 * t, 4);
+                x = _mm256_set1_epi32(w);
+                a30 = _mm256_add_epi32(a30, _mm256_madd_epi16(_mm256_maddubs_epi16(b0, x), ones));
+                a31 = _mm256_add_epi32(a31, _mm256_madd_epi16(_mm256_maddubs_epi16(b1, x), ones));
+            }
+            const __m256i acc[8] = { a00, a01, a10, a11, a20, a21, a30, a31 };
+            for (int i = 0; i < 4 && r + i < rows; i++) {
+                const __m256i off = _mm256_set1_epi32(offsets[r + i]);
+                const __m256 f = _mm256_set1_ps(qs[r + i]);
+                float *o = out + (long)(r + i) * ldo + c;
+                _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[2 * i], off)), _mm256_mul_ps(f, s0)));
+                _mm256_storeu_ps(o + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[2 * i + 1], off)), _mm256_mul_ps(f, s1)));
+            }
+        }
+    }
+}
+#endif
+
+int ck_i8_scores_portable(const int8_t *q, const int32_t *offsets, const float *scales, int rows, const uint8_t *panels,
+                          const float *row_scales, int first, int count, int dim, float *out, long ldo) {
+    if (rows <= 0 || count <= 0 || dim % 4 != 0 || first % 16 != 0 || count % 16 != 0) return 0;
+    i8_scores_portable(q, offsets, scales, rows, panels, row_scales, first, count, dim, out, ldo);
+    return 1;
+}
+
+int ck_i8_scores(const int8_t *q, const int32_t *offsets, const float *scales, int rows, const uint8_t *panels,
+                 const float *row_scales, int first, int count, int dim, float *out, long ldo) {
+    if (rows <= 0 || count <= 0 || dim % 4 != 0 || first % 16 != 0 || count % 16 != 0) return 0;
+#ifdef CK_X86
+    if (ck_uses_avx2()) {
+        i8_scores_avx2(q, offsets, scales, rows, panels, row_scales, first, count, dim, out, ldo);
+        return 1;
+    }
+#endif
+    i8_scores_portable(q, offsets, scales, rows, panels, row_scales, first, count, dim, out, ldo);
+    return 1;
+}
+
+#ifdef CK_X86
+__attribute__((target("avx2,fma")))
+static void dot_ids_avx2(const float *q, const float *rows, int dim, const int32_t *ids, int n, float *out) {
+    for (int j = 0; j < n; j++) {
+        const float *r = rows + (long)ids[j] * dim;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        int k = 0;
+        for (; k + 16 <= dim; k += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + k), _mm256_loadu_ps(r + k), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + k + 8), _mm256_loadu_ps(r + k + 8), a1);
+        }
+        float lanes[8];
+        _mm256_storeu_ps(lanes, _mm256_add_ps(a0, a1));
+        float s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+        for (; k < dim; k++) s += q[k] * r[k];
+        out[j] = s;
+    }
+}
+#endif
+
+void ck_dot_ids(const float *q, const float *rows, int dim, const int32_t *ids, int n, float *out) {
+#ifdef CK_X86
+    if (ck_uses_avx2()) { dot_ids_avx2(q, rows, dim, ids, n, out); return; }
+#endif
+    for (int j = 0; j < n; j++) {
+        const float *r = rows + (long)ids[j] * dim;
+        float s = 0;
+        for (int k = 0; k < dim; k++) s += q[k] * r[k];
+        out[j] = s;
+    }
+}
+
+int ck_rescore_best(const float *q, const float *rows, int dim, const int32_t *ids, int n, int keep,
+                    float *scores_out, int32_t *ids_out) {
+    if (n <= 0 || keep <= 0) return 0;
+    float exact[256];
+    int32_t cand[256];
+    if (n > 256) n = 256;
+    ck_dot_ids(q, rows, dim, ids, n, exact);
+    memcpy(cand, ids, (size_t)n * sizeof(int32_t));
+    /* Insertion by (score desc, id asc): a few dozen entries. */
+    for (int j = 1; j < n; j++) {
+        float v = exact[j];
+        int32_t c = cand[j];
+        int at = j;
+        while (at > 0 && (exact[at - 1] < v || (exact[at - 1] == v && cand[at - 1] > c))) {
+            exact[at] = exact[at - 1];
+            cand[at] = cand[at - 1];
+            at--;
+        }
+        exact[at] = v;
+        cand[at] = c;
+    }
+    int kept = keep < n ? keep : n;
+    memcpy(scores_out, exact, (size_t)kept * sizeof(float));
+    memcpy(ids_out, cand, (size_t)kept * sizeof(int32_t));
+    return kept;
+}

@@ -78,11 +78,14 @@ struct IndexBackend: RetrievalBackend {
             case "fast_scan":
                 guard let v = value.boolValue else { throw BackendError(.badRequest, "params.fast_scan must be a boolean") }
                 params.fastScan = v
+            case "quantized_centroids":
+                guard let v = value.boolValue else { throw BackendError(.badRequest, "params.quantized_centroids must be a boolean") }
+                params.quantizedCentroidScores = v
             case "exhaustive":
                 guard let v = value.boolValue else { throw BackendError(.badRequest, "params.exhaustive must be a boolean") }
                 exhaustive = v
             default:
-                throw BackendError(.badRequest, "unknown search parameter '\(name)' (known: nprobe, rerank, rerank_margin, centroid_score_threshold, group_probes, fast_scan, exhaustive)")
+                throw BackendError(.badRequest, "unknown search parameter '\(name)' (known: nprobe, rerank, rerank_margin, centroid_score_threshold, group_probes, fast_scan, quantized_centroids, exhaustive)")
             }
         }
         return (params, exhaustive)

@@ -16,6 +16,7 @@ struct SearchTuningOptions: ParsableArguments {
     @Option(name: .long, help: "Imputation for query tokens with no probed token of a document: bestUnselected, lastSelected or zero.") var missing: String?
     @Flag(name: .long, help: "Score probed tokens by their normalised decompressed vectors (slower, exact per token).") var normalizeScores = false
     @Flag(name: .long, inversion: .prefixedNo, help: "Score probed tokens through 8-bit lookup tables over their codes (fast; --no-fast-scan: exact residual dot products).") var fastScan = true
+    @Flag(name: .long, inversion: .prefixedNo, help: "Score every centroid in 8-bit integers and re-score each query token's best nprobe + 9 in F32 (indexes of 2,048 centroids or more; --no-quantized-centroids: every centroid in F32).") var quantizedCentroids = true
 
     func validate() throws {
         if let nprobe, nprobe < 1 { throw ValidationError("--nprobe must be at least 1") }
@@ -42,6 +43,7 @@ struct SearchTuningOptions: ParsableArguments {
         if let missing, let m = MissingSimilarity(rawValue: missing) { p.missingSimilarity = m }
         if normalizeScores { p.normalizeScores = true }
         p.fastScan = fastScan
+        p.quantizedCentroidScores = quantizedCentroids
         return p
     }
 

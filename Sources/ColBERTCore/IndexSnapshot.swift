@@ -248,6 +248,9 @@ public protocol IndexSnapshot {
     /// The centroids grouped for routed centroid scoring, where the store has them (nil: every
     /// centroid is scored).
     var centroidRouter: CentroidRouter? { get }
+    /// The centroids in 8-bit integers for choosing probes, where the store has them (nil: scored
+    /// in F32).
+    var quantizedCentroids: QuantizedCentroids? { get }
 
     /// Calls `body` with each chunk of the cluster's tokens, in ascending document id order
     /// (never for an empty cluster).
@@ -292,6 +295,8 @@ extension IndexSnapshot {
     }
 
     public var centroidRouter: CentroidRouter? { nil }
+
+    public var quantizedCentroids: QuantizedCentroids? { nil }
 
     public func withDocuments<R>(_ docIds: [UInt32], workers: Int, _ body: ([DocumentView?]) throws -> R) throws -> R {
         try withDocuments(docIds, body)

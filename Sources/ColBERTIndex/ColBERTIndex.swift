@@ -69,6 +69,7 @@ public final class ColBERTIndex: @unchecked Sendable {
     let directoryCache = Mutex<ClusterDirectory?>(nil)
     /// The grouped centroids, built on first use (writers never need them).
     private let routerCache = Mutex<CentroidRouter??>(nil)
+    private let quantizedCache = Mutex<QuantizedCentroids??>(nil)
 
     /// Row-major `K × dim` centroids, aligned; valid as long as the index object lives.
     public var centroids: UnsafeBufferPointer<Float> { UnsafeBufferPointer(centroidStorage) }
@@ -126,6 +127,18 @@ public final class ColBERTIndex: @unchecked Sendable {
             let built = groups.flatMap {
                 try? CentroidRouter(centroids: centroids, dim: dim, centers: $0.centers, assignment: $0.assignment)
             }
+            cached = .some(built)
+            return built
+        }
+    }
+
+    /// The centroids in 8-bit integers for choosing probes (`QuantizedCentroids`; nil below its
+    /// minimum size), packed on first use (~10 ms at 16,384 centroids) and kept while the index is
+    /// open.
+    public var quantizedCentroids: QuantizedCentroids? {
+        quantizedCache.withLock { cached in
+            if let cached { return cached }
+            let built = QuantizedCentroids(centroids: centroids, dim: dim)
             cached = .some(built)
             return built
         }

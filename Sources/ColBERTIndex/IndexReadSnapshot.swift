@@ -163,6 +163,7 @@ public struct IndexReadSnapshot: IndexSnapshot {
     public var centroidCount: Int { index.centroidCount }
     public var centroids: UnsafeBufferPointer<Float> { index.centroids }
     public var centroidRouter: CentroidRouter? { index.centroidRouter }
+    public var quantizedCentroids: QuantizedCentroids? { index.quantizedCentroids }
     public var documentCount: Int { counters.documents }
     public var documentIdBound: UInt32 { counters.nextDocId }
     /// Live token count.

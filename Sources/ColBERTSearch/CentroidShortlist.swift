@@ -17,10 +17,19 @@ struct CentroidShortlist {
         counts = [Int](repeating: 0, count: nq)
     }
 
-    /// Every centroid scored: one product `Q · Cᵀ`, then a selection per token.
-    static func exhaustive(query: PackedRows, centroids C: UnsafePointer<Float>, count K: Int, keep: Int,
-                           workers: Int, timings: inout SearchTimings) -> CentroidShortlist {
+    /// Every centroid scored: one product `Q · Cᵀ`, then a selection per token. With `quantized`
+    /// (of these centroids), the product is taken in 8-bit integers and each token's best
+    /// `keep + QuantizedCentroids.extraCandidates` are re-scored in F32 (`rows`: the query
+    /// row-major), of which the best `keep` are kept.
+    static func exhaustive(query: PackedRows, rows: UnsafePointer<Float>, centroids C: UnsafePointer<Float>, count K: Int,
+                           keep: Int, quantized: QuantizedCentroids? = nil, workers: Int,
+                           timings: inout SearchTimings) -> CentroidShortlist {
         let nq = query.rows, dim = query.dim
+        if let quantized, quantized.centroidCount == K, quantized.dim == dim,
+           keep + QuantizedCentroids.extraCandidates < min(K, QuantizedCentroids.maximumCandidates) {
+            return rescored(rows: rows, tokens: nq, centroids: C, count: K, keep: keep, quantized: quantized,
+                            workers: workers, timings: &timings)
+        }
         let start = nowSeconds()
         // Every score is written below (no need to zero 1 MB per query first).
         let all = [Float](unsafeUninitializedCapacity: nq * K) { s, initialized in
@@ -44,6 +53,68 @@ struct CentroidShortlist {
         var list = CentroidShortlist(tokens: nq, keep: keep)
         all.withUnsafeBufferPointer { s in
             list.select(tokens: nq, workers: workers) { i in (s.baseAddress! + i * K, K, nil) }
+        }
+        timings.selection += nowSeconds() - scored
+        return list
+    }
+
+    /// `exhaustive` through the integer scores.
+    private static func rescored(rows q: UnsafePointer<Float>, tokens nq: Int, centroids C: UnsafePointer<Float>, count K: Int,
+                                 keep: Int, quantized: QuantizedCentroids, workers: Int,
+                                 timings: inout SearchTimings) -> CentroidShortlist {
+        let dim = quantized.dim, ld = quantized.paddedCount
+        let start = nowSeconds()
+        let query = QuantizedCentroids.Query(q, rows: nq, dim: dim)
+        let all = [Float](unsafeUninitializedCapacity: nq * ld) { s, initialized in
+            initialized = nq * ld
+            let out = s.baseAddress!
+            // Integer sums: any split of the columns gives the same scores.
+            let blocks = ld / 16, parts = max(1, min(workers, blocks / 64))
+            runWorkers(parts) { w in
+                quantized.scores(query, columns: (blocks * w / parts * 16)..<(blocks * (w + 1) / parts * 16), into: out, ldo: ld)
+            }
+        }
+        let scored = nowSeconds()
+        timings.centroidScores += scored - start
+        let wide = keep + QuantizedCentroids.extraCandidates
+        var list = CentroidShortlist(tokens: nq, keep: keep)
+        list.scores.withUnsafeMutableBufferPointer { sBuf in
+            list.ids.withUnsafeMutableBufferPointer { iBuf in
+                list.counts.withUnsafeMutableBufferPointer { cBuf in
+                    all.withUnsafeBufferPointer { a in
+                        let sc = sBuf.baseAddress!, id = iBuf.baseAddress!, cn = cBuf.baseAddress!
+                        let parts = min(workers, nq)
+                        runWorkers(parts) { w in
+                            // One worker's candidates, two tokens at a time: a token's candidates
+                            // are chosen and their float rows (cold: the integer product does not
+                            // read them) asked for, then the previous token's are re-scored.
+                            var approx = [Float](repeating: 0, count: wide)
+                            var ids = [Int32](repeating: 0, count: 2 * wide)
+                            var got = [0, 0]
+                            var previous = -1, i = w, slot = 0
+                            ids.withUnsafeMutableBufferPointer { cand in
+                                let c = cand.baseAddress!
+                                while true {
+                                    if i < nq {
+                                        got[slot] = TopScores.select(a.baseAddress! + i * ld, count: K, keep: wide, scores: &approx,
+                                                                     ids: c + slot * wide)
+                                        ck_prefetch_ids(C, Int32(dim), c + slot * wide, Int32(got[slot]))
+                                    }
+                                    if previous >= 0 {
+                                        let o = 1 - slot
+                                        cn[previous] = Int(ck_rescore_best(q + previous * dim, C, Int32(dim), c + o * wide, Int32(got[o]),
+                                                                           Int32(keep), sc + previous * keep, id + previous * keep))
+                                    }
+                                    guard i < nq else { break }
+                                    previous = i
+                                    slot = 1 - slot
+                                    i += parts
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
         timings.selection += nowSeconds() - scored
         return list

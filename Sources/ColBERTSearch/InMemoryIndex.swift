@@ -10,6 +10,7 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
     public let documentCount: Int
     public let documentIdBound: UInt32
     public let centroidRouter: CentroidRouter?
+    public let quantizedCentroids: QuantizedCentroids?
 
     private let centroidStorage: UnsafeMutableBufferPointer<Float>
     // Cluster-major, in the stored chunk layout: chunks of cluster c are chunkViews[chunkFirst[c]
@@ -72,6 +73,7 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
         let centroidStorage = UnsafeMutableBufferPointer<Float>.allocate(capacity: centroids.count)
         _ = centroidStorage.initialize(from: centroids)
         self.centroidStorage = centroidStorage
+        quantizedCentroids = QuantizedCentroids(centroids: UnsafeBufferPointer(centroidStorage), dim: dim)
 
         if let a = assignments {
             guard a.count == totalTokens, a.allSatisfy({ $0 >= 0 && Int($0) < K }) else {

@@ -164,7 +164,8 @@ public enum MaxSimSearcher {
             probed = .routed(query: q, packed: packedQuery, router: router, groups: p.groupProbes, keep: nprobe + 1,
                              workers: workers, timings: &timings)
         } else {
-            probed = .exhaustive(query: packedQuery, centroids: C, count: K, keep: nprobe + 1, workers: workers,
+            probed = .exhaustive(query: packedQuery, rows: q, centroids: C, count: K, keep: nprobe + 1,
+                                 quantized: p.quantizedCentroidScores ? index.quantizedCentroids : nil, workers: workers,
                                  timings: &timings)
         }
         let t1 = nowSeconds()

@@ -69,10 +69,15 @@ public struct SearchParameters: Sendable, Equatable {
     /// exhaustive top-10 at 256 of 2,048 groups, 1.5 instead of 2.8 ms; with 11,173 centroids
     /// 0.989 at 176 of 1,396 groups; docs/BENCHMARKS.md, `run24`).
     public var groupProbes: Int
+    /// Where the index has 2,048 centroids or more (`IndexSnapshot.quantizedCentroids`), every
+    /// centroid is scored in 8-bit integers (twice the float product's speed) and the best
+    /// `nprobe + 9` of those scores are re-scored in F32, from which the probes and the imputed
+    /// score are taken as before. false scores every centroid in F32.
+    public var quantizedCentroidScores: Bool
 
     public init(nprobe: Int, centroidScoreThreshold: Float? = nil, rerankDepth: Int = 0, rerankMargin: Float? = nil,
                 missingSimilarity: MissingSimilarity = .bestUnselected, normalizeScores: Bool = false, fastScan: Bool = true,
-                groupProbes: Int = 0) {
+                groupProbes: Int = 0, quantizedCentroidScores: Bool = true) {
         self.nprobe = nprobe
         self.centroidScoreThreshold = centroidScoreThreshold
         self.rerankDepth = rerankDepth
@@ -81,6 +86,7 @@ public struct SearchParameters: Sendable, Equatable {
         self.normalizeScores = normalizeScores
         self.fastScan = fastScan
         self.groupProbes = groupProbes
+        self.quantizedCentroidScores = quantizedCentroidScores
     }
 
     /// Candidates in the block of an early-stopping re-rank (`rerankMargin`) that starts at

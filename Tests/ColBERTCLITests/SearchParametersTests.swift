@@ -10,9 +10,10 @@ import Testing
         #expect(none == SearchParameters.defaults(k: 10) && !exhaustiveByDefault)
         let (p, exhaustive) = try IndexBackend.searchParameters(
             ["nprobe": 8, "rerank": 64, "rerank_margin": 0.02, "centroid_score_threshold": 0.4, "fast_scan": false,
-             "group_probes": 64, "exhaustive": true], over: .defaults(k: 10))
+             "group_probes": 64, "quantized_centroids": false, "exhaustive": true], over: .defaults(k: 10))
         #expect(p.nprobe == 8 && p.rerankDepth == 64 && p.rerankMargin == 0.02 && p.centroidScoreThreshold == 0.4 && !p.fastScan)
         #expect(p.groupProbes == 64 && none.groupProbes == 0)
+        #expect(!p.quantizedCentroidScores && none.quantizedCentroidScores)
         #expect(exhaustive)
         let (full, _) = try IndexBackend.searchParameters(["rerank_margin": .null], over: .defaults(k: 10))
         #expect(full.rerankMargin == nil)
@@ -23,7 +24,7 @@ import Testing
     }
 
     @Test(arguments: [["nprobe": 0], ["rerank": -1], ["rerank_margin": -0.5], ["rerank_margin": "x"],
-                      ["centroid_score_threshold": "high"], ["fast_scan": "no"], ["group_probes": -1], ["group_probes": 1.5], ["exhaustive": 1], ["bogus": 1]] as [[String: JSONValue]])
+                      ["centroid_score_threshold": "high"], ["fast_scan": "no"], ["group_probes": -1], ["group_probes": 1.5], ["quantized_centroids": 0], ["exhaustive": 1], ["bogus": 1]] as [[String: JSONValue]])
     func badParametersAreBadRequests(_ params: [String: JSONValue]) {
         #expect(throws: BackendError.self) { try IndexBackend.searchParameters(params, over: .defaults(k: 10)) }
     }

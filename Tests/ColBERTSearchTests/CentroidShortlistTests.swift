@@ -25,9 +25,11 @@ import Testing
         for keep in [1, 45, 300] {
             for workers in [1, 2] {
                 var t = SearchTimings()
-                let list = centroids.withUnsafeBufferPointer {
-                    CentroidShortlist.exhaustive(query: packed, centroids: $0.baseAddress!, count: K, keep: keep,
-                                                 workers: workers, timings: &t)
+                let list = centroids.withUnsafeBufferPointer { c in
+                    query.withUnsafeBufferPointer {
+                        CentroidShortlist.exhaustive(query: packed, rows: $0.baseAddress!, centroids: c.baseAddress!, count: K,
+                                                     keep: keep, workers: workers, timings: &t)
+                    }
                 }
                 for i in 0..<nq {
                     let row = table[(i * K)..<((i + 1) * K)].map { $0 }
@@ -39,6 +41,56 @@ import Testing
                     #expect(scores == want.map { row[$0] })
                 }
             }
+        }
+    }
+
+    /// Through the 8-bit scores, the shortlist holds the same centroids in the same order as the
+    /// float one (its scores re-computed in F32, so equal up to rounding), on one and two workers.
+    @Test func quantizedShortlistEqualsTheFloatOne() throws {
+        let dim = 32, K = 5000, nq = 6
+        var g = SplitMix64(seed: 21)
+        var centroids = (0..<(K * dim)).map { _ in Float(g.nextGaussian()) }
+        VectorMath.normalizeRows(&centroids, dim: dim)
+        var query = (0..<(nq * dim)).map { _ in Float(g.nextGaussian()) }
+        VectorMath.normalizeRows(&query, dim: dim)
+        let quantized = try #require(centroids.withUnsafeBufferPointer { QuantizedCentroids(centroids: $0, dim: dim) })
+        let packed = PackedRows(query, rows: nq, dim: dim)
+        for keep in [1, 45] {
+            for workers in [1, 2] {
+                var t = SearchTimings()
+                let (float, viaIntegers) = centroids.withUnsafeBufferPointer { c in
+                    query.withUnsafeBufferPointer { q in
+                        (CentroidShortlist.exhaustive(query: packed, rows: q.baseAddress!, centroids: c.baseAddress!, count: K,
+                                                      keep: keep, workers: workers, timings: &t),
+                         CentroidShortlist.exhaustive(query: packed, rows: q.baseAddress!, centroids: c.baseAddress!, count: K,
+                                                      keep: keep, quantized: quantized, workers: workers, timings: &t))
+                    }
+                }
+                #expect(viaIntegers.counts == float.counts)
+                #expect(viaIntegers.ids == float.ids, "keep \(keep) workers \(workers)")
+                #expect(zip(viaIntegers.scores, float.scores).allSatisfy { abs($0 - $1) < 1e-5 })
+            }
+        }
+    }
+
+    /// A search takes its probes from the 8-bit scores where the index has them, with the same
+    /// results as scoring every centroid in F32. (Distinct centroids: with many copies of a few
+    /// vectors, as the fixture's data-drawn centroids would be at this count, eight extra
+    /// candidates span only a couple of distinct scores.)
+    @Test func searchWithQuantizedCentroidsFindsTheSameDocuments() throws {
+        let f = try Fixture(documents: 60, dim: 16, queries: 3)
+        var g = SplitMix64(seed: 8)
+        var centroids = (0..<(QuantizedCentroids.minimumCentroids * f.dim)).map { _ in Float(g.nextGaussian()) }
+        VectorMath.normalizeRows(&centroids, dim: f.dim)
+        let index = try InMemoryIndex(vectors: f.vectors, documentLengths: f.lengths, centroids: centroids, codec: f.index.codec)
+        #expect(index.quantizedCentroids != nil)
+        for q in f.queries {
+            var p = SearchParameters(nprobe: 24, rerankDepth: 20)
+            let viaIntegers = try MaxSimSearcher.search(query: q, in: index, k: 10, parameters: p)
+            p.quantizedCentroidScores = false
+            let float = try MaxSimSearcher.search(query: q, in: index, k: 10, parameters: p)
+            #expect(viaIntegers.map(\.docId) == float.map(\.docId))
+            #expect(viaIntegers == float)
         }
     }
 }

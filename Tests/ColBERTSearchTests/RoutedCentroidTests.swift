@@ -76,8 +76,11 @@ import Testing
                 CentroidShortlist.routed(query: $0.baseAddress!, packed: packed, router: router, groups: 6, keep: 9,
                                          workers: 1, timings: &t)
             }
-            let all = f.centroids.withUnsafeBufferPointer {
-                CentroidShortlist.exhaustive(query: packed, centroids: $0.baseAddress!, count: 40, keep: 9, workers: 1, timings: &t)
+            let all = f.centroids.withUnsafeBufferPointer { c in
+                q.vectors.withUnsafeBufferPointer {
+                    CentroidShortlist.exhaustive(query: packed, rows: $0.baseAddress!, centroids: c.baseAddress!, count: 40, keep: 9,
+                                                 workers: 1, timings: &t)
+                }
             }
             let want = Self.referenceShortlist(q, router: router, groups: 6, keep: 9, dim: f.dim)
             for i in 0..<q.count {

@@ -156,4 +156,39 @@ void ck_fastscan_scores_portable(const unsigned char *codes, int bytes_per_code,
                                  float *out, long ldo);
 void ck_softmax_rows_portable(float *s, int rows, int cols, const float *key_mask);
 
+/// Centroid scores in 8-bit integers, for picking probes (the picked ones are re-scored in F32).
+/// Rows (centroids) are packed once: each row scaled to [-127, 127] by its largest magnitude and
+/// stored offset by 128, in panels of 8 rows x 4 dims (32 bytes), rows padded to a multiple of 16
+/// (`ck_i8_panel_bytes` bytes; `scales` gets one entry per padded row, 0 for padding). `dim` must
+/// be a multiple of 4.
+long ck_i8_panel_bytes(int count, int dim);
+void ck_i8_pack_rows(const float *rows, int count, int dim, uint8_t *panels, float *scales);
+/// A query's rows scaled to [-63, 63] each, padded to a multiple of 4 rows (zero rows): `out`
+/// holds padded rows x dim bytes, `scales` and `offsets` (128 x the row's sum, which removes the
+/// panels' offset) one entry per padded row.
+void ck_i8_quantize_rows(const float *rows, int count, int dim, int8_t *out, float *scales, int32_t *offsets);
+/// `out[r * ldo + c] ≈ row_r · centroid_c` for the `rows` query rows (`q`, `offsets` and `scales`
+/// padded as `ck_i8_quantize_rows` leaves them) and centroids `first ..< first + count` (both
+/// multiples of 16, within the packed rows' padding): exact integer sums,
+/// scaled back, so every split of the columns gives the same values, on either path. Returns 0,
+/// writing nothing, when a shape is not allowed.
+int ck_i8_scores(const int8_t *q, const int32_t *offsets, const float *scales, int rows, const uint8_t *panels,
+                 const float *row_scales, int first, int count, int dim, float *out, long ldo);
+int ck_i8_scores_portable(const int8_t *q, const int32_t *offsets, const float *scales, int rows, const uint8_t *panels,
+                          const float *row_scales, int first, int count, int dim, float *out, long ldo);
+
+/// `out[j] = q · rows[ids[j]]` (rows `dim` wide) for j < n: a few chosen rows re-scored in F32.
+void ck_dot_ids(const float *q, const float *rows, int dim, const int32_t *ids, int n, float *out);
+/// Rows `ids[0..<n]` (n ≤ 256) re-scored in F32 against `q` (`ck_dot_ids`); the best `keep` of
+/// them by (score desc, id asc) into `scores_out` and `ids_out`. Returns how many: min(keep, n).
+int ck_rescore_best(const float *q, const float *rows, int dim, const int32_t *ids, int n, int keep,
+                    float *scores_out, int32_t *ids_out);
+/// Asks for every cache line of rows `ids[0..<n]` (rows `dim` floats wide), ahead of `ck_dot_ids`.
+static inline void ck_prefetch_ids(const float *rows, int dim, const int32_t *ids, int n) {
+    for (int j = 0; j < n; j++) {
+        const char *r = (const char *)(rows + (long)ids[j] * dim);
+        for (long o = 0; o < (long)dim * 4; o += 64) __builtin_prefetch(r + o, 0, 3);
+    }
+}
+
 #endif
