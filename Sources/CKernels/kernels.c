@@ -1460,6 +1460,16 @@ static void i8_scores_portable(const int8_t *q, const int32_t *offsets, const fl
    unsigned bytes) against each row's 4 signed bytes broadcast. The query's 7 bits keep each pair
    sum of vpmaddubsw (at most 2 x 63 x 255) below the 16-bit limit, so nothing saturates and the
    integer sums are exact: any split of the columns gives the same scores. */
+/* One query row's 4 bytes (broadcast) against both panels' 4 dims, into the row's two accumulators. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void i8_row_step(const int8_t *q4, __m256i b0, __m256i b1, __m256i ones, __m256i *a0, __m256i *a1) {
+    int32_t w;
+    memcpy(&w, q4, 4);
+    const __m256i x = _mm256_set1_epi32(w);
+    *a0 = _mm256_add_epi32(*a0, _mm256_madd_epi16(_mm256_maddubs_epi16(b0, x), ones));
+    *a1 = _mm256_add_epi32(*a1, _mm256_madd_epi16(_mm256_maddubs_epi16(b1, x), ones));
+}
+
 __attribute__((target("avx2,fma")))
 static void i8_scores_avx2(const int8_t *q, const int32_t *offsets, const float *qs, int rows, const uint8_t *panels,
                            const float *cs, int first, int count, int dim, float *out, long ldo) {
@@ -1474,23 +1484,10 @@ static void i8_scores_avx2(const int8_t *q, const int32_t *offsets, const float 
             for (int t = 0; t < quads; t++) {
                 const __m256i b0 = _mm256_loadu_si256((const __m256i *)(p0 + t * 32));
                 const __m256i b1 = _mm256_loadu_si256((const __m256i *)(p1 + t * 32));
-                int32_t w;
-                memcpy(&w, q0 + 4 * t, 4);
-                __m256i x = _mm256_set1_epi32(w);
-                a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(_mm256_maddubs_epi16(b0, x), ones));
-                a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(_mm256_maddubs_epi16(b1, x), ones));
-                memcpy(&w, q1 + 4 * t, 4);
-                x = _mm256_set1_epi32(w);
-                a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(_mm256_maddubs_epi16(b0, x), ones));
-                a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(_mm256_maddubs_epi16(b1, x), ones));
-                memcpy(&w, q2 + 4 * t, 4);
-                x = _mm256_set1_epi32(w);
-                a20 = _mm256_add_epi32(a20, _mm256_madd_epi16(_mm256_maddubs_epi16(b0, x), ones));
-                a21 = _mm256_add_epi32(a21, _mm256_madd_epi16(_mm256_maddubs_epi16(b1, x), ones));
-                memcpy(&w, q3 + 4 * t, 4);
-                x = _mm256_set1_epi32(w);
-                a30 = _mm256_add_epi32(a30, _mm256_madd_epi16(_mm256_maddubs_epi16(b0, x), ones));
-                a31 = _mm256_add_epi32(a31, _mm256_madd_epi16(_mm256_maddubs_epi16(b1, x), ones));
+                i8_row_step(q0 + 4 * t, b0, b1, ones, &a00, &a01);
+                i8_row_step(q1 + 4 * t, b0, b1, ones, &a10, &a11);
+                i8_row_step(q2 + 4 * t, b0, b1, ones, &a20, &a21);
+                i8_row_step(q3 + 4 * t, b0, b1, ones, &a30, &a31);
             }
             const __m256i acc[8] = { a00, a01, a10, a11, a20, a21, a30, a31 };
             for (int i = 0; i < 4 && r + i < rows; i++) {
