@@ -1044,6 +1044,16 @@ static void move_best_first(ck_scored *p, int n, int keep) {
     }
 }
 
+/* p[0..n) into result order, (score desc, index asc): insertion, for a few dozen entries. */
+static void sort_in_result_order(ck_scored *p, int n) {
+    for (int k = 1; k < n; k++) {
+        ck_scored x = p[k];
+        int j = k;
+        while (j > 0 && ranks_before(x, p[j - 1])) { p[j] = p[j - 1]; j--; }
+        p[j] = x;
+    }
+}
+
 /* Buffer of the buffered selection: room for 4 keep candidates (at least 64) and one 8-wide step. */
 enum { CK_SELECT_MAX_KEEP = 256, CK_SELECT_BUFFER = 4 * CK_SELECT_MAX_KEEP + 8 };
 
@@ -1081,13 +1091,7 @@ static int select_above_avx2(const float *s, int count, int keep, float floor, f
         if (s[c] > cutoff) { buf[n].v = s[c]; buf[n].i = c; n++; }
     }
     if (n > keep) { move_best_first(buf, n, keep); n = keep; }
-    /* The kept ones in result order (insertion sort: a few dozen entries). */
-    for (int k = 1; k < n; k++) {
-        ck_scored x = buf[k];
-        int j = k;
-        while (j > 0 && ranks_before(x, buf[j - 1])) { buf[j] = buf[j - 1]; j--; }
-        buf[j] = x;
-    }
+    sort_in_result_order(buf, n);
     for (int k = 0; k < n; k++) { sc[k] = buf[k].v; id[k] = buf[k].i; }
     return n;
 }
@@ -1103,7 +1107,7 @@ static inline void insert_descending(float v, float *best, int *n, int cap) {
 /* The floor starts the scan high: the j-th best of a strided sample, with j chosen so that about
    four times `keep` scores lie above it. Most scores then fail one vector compare, and the buffer
    is cut once or twice instead of four times from a cold start. Should fewer than `keep` scores
-   lie above it (rarely: a few in a thousand), the scan runs again from no floor. */
+   lie above it (a few queries in a hundred), the insertion-based selection runs instead. */
 __attribute__((target("avx2,fma")))
 static int select_top_buffered_avx2(const float *s, int count, int keep, float *sc, int *id) {
     enum { SAMPLES = 256, MAX_J = 64 };
@@ -1557,26 +1561,13 @@ void ck_dot_ids(const float *q, const float *rows, int dim, const int32_t *ids, 
 int ck_rescore_best(const float *q, const float *rows, int dim, const int32_t *ids, int n, int keep,
                     float *scores_out, int32_t *ids_out) {
     if (n <= 0 || keep <= 0) return 0;
-    float exact[256];
-    int32_t cand[256];
-    if (n > 256) n = 256;
+    if (n > CK_RESCORE_MAX_CANDIDATES) n = CK_RESCORE_MAX_CANDIDATES;
+    float exact[CK_RESCORE_MAX_CANDIDATES];
+    ck_scored cand[CK_RESCORE_MAX_CANDIDATES];
     ck_dot_ids(q, rows, dim, ids, n, exact);
-    memcpy(cand, ids, (size_t)n * sizeof(int32_t));
-    /* Insertion by (score desc, id asc): a few dozen entries. */
-    for (int j = 1; j < n; j++) {
-        float v = exact[j];
-        int32_t c = cand[j];
-        int at = j;
-        while (at > 0 && (exact[at - 1] < v || (exact[at - 1] == v && cand[at - 1] > c))) {
-            exact[at] = exact[at - 1];
-            cand[at] = cand[at - 1];
-            at--;
-        }
-        exact[at] = v;
-        cand[at] = c;
-    }
+    for (int j = 0; j < n; j++) { cand[j].v = exact[j]; cand[j].i = ids[j]; }
+    sort_in_result_order(cand, n);
     int kept = keep < n ? keep : n;
-    memcpy(scores_out, exact, (size_t)kept * sizeof(float));
-    memcpy(ids_out, cand, (size_t)kept * sizeof(int32_t));
+    for (int j = 0; j < kept; j++) { scores_out[j] = cand[j].v; ids_out[j] = cand[j].i; }
     return kept;
 }

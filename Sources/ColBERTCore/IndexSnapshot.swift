@@ -252,11 +252,9 @@ public protocol IndexSnapshot {
     /// in F32).
     var quantizedCentroids: QuantizedCentroids? { get }
 
-    /// Calls `body` with each chunk of the cluster's tokens, in ascending document id order
-    /// (never for an empty cluster).
-    func forEachClusterChunk(_ centroid: Int, _ body: (ClusterView) throws -> Void) throws
-    /// Calls `body` with every cluster's chunks (the same as `forEachClusterChunk` gives). May be
-    /// called from several threads after `prepareClusterReads`.
+    /// Calls `body` with every cluster's chunks, each cluster's in ascending document id order
+    /// (an empty cluster has none). May be called from several threads after
+    /// `prepareClusterReads`.
     func withClusterChunks<R>(_ body: (ClusterChunkTable) throws -> R) throws -> R
     /// Calls `body` with the document's tokens, or nil when the id is not live.
     func withDocument<R>(_ docId: UInt32, _ body: (DocumentView?) throws -> R) throws -> R
@@ -279,18 +277,11 @@ public protocol IndexSnapshot {
 extension IndexSnapshot {
     public func prepareClusterReads() throws {}
 
-    /// The table gathered from `forEachClusterChunk`, cluster by cluster (correct for any store;
-    /// a store that holds its chunks in a table should lend it instead).
-    public func withClusterChunks<R>(_ body: (ClusterChunkTable) throws -> R) throws -> R {
-        var first = [Int](repeating: 0, count: centroidCount + 1)
-        var chunks: [ClusterView] = []
-        for c in 0..<centroidCount {
-            first[c] = chunks.count
-            try forEachClusterChunk(c) { chunks.append($0) }
-        }
-        first[centroidCount] = chunks.count
-        return try first.withUnsafeBufferPointer { f in
-            try chunks.withUnsafeBufferPointer { try body(ClusterChunkTable(first: f, chunks: $0)) }
+    /// Calls `body` with each chunk of the cluster's tokens, in ascending document id order
+    /// (never for an empty cluster, nor for a centroid out of range).
+    public func forEachClusterChunk(_ centroid: Int, _ body: (ClusterView) throws -> Void) throws {
+        try withClusterChunks { table in
+            for j in table.chunkRange(centroid) { try body(table.chunks[j]) }
         }
     }
 

@@ -4,7 +4,7 @@ import CKernels
 /// scoring every centroid is the largest stage of a one-thread search at 16,384 centroids, and
 /// integer multiply-adds (AVX2 `vpmaddubsw`) do twice the work of float FMAs per cycle. Scores
 /// come out within ~0.006 of the float ones (rms ~0.001 on unit vectors), so a search takes a few
-/// more candidates than it needs from them and re-scores those in F32 (`exactScores`).
+/// more candidates than it needs from them and re-scores those in F32 (`ck_rescore_best`).
 /// Immutable after `init`; safe to share across threads.
 public final class QuantizedCentroids: @unchecked Sendable {
     // @unchecked: the buffers are written only in `init` and freed in `deinit`.
@@ -23,7 +23,7 @@ public final class QuantizedCentroids: @unchecked Sendable {
     public static let extraCandidates = 8
     /// Most candidates re-scored per token (`ck_rescore_best`); searches keeping more score every
     /// centroid in F32.
-    public static let maximumCandidates = 256
+    public static let maximumCandidates = Int(CK_RESCORE_MAX_CANDIDATES)
 
     /// nil when the table cannot be packed (`dim` not a multiple of 4, non-finite values, or
     /// fewer than `minimumCentroids` rows).

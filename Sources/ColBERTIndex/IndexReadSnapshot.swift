@@ -190,12 +190,6 @@ public struct IndexReadSnapshot: IndexSnapshot {
     /// Builds (or fetches) the chunk directory here, so that search workers only read it.
     public func prepareClusterReads() throws { _ = try directory() }
 
-    public func forEachClusterChunk(_ centroid: Int, _ body: (ClusterView) throws -> Void) throws {
-        guard centroid >= 0, centroid < index.centroidCount else { return }
-        let d = try directory()
-        for j in d.first[centroid]..<d.first[centroid + 1] { try body(d.chunks[j]) }
-    }
-
     public func withClusterChunks<R>(_ body: (ClusterChunkTable) throws -> R) throws -> R {
         let d = try directory()
         return try d.first.withUnsafeBufferPointer { f in

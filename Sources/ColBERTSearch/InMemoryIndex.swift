@@ -202,11 +202,6 @@ public final class InMemoryIndex: IndexSnapshot, @unchecked Sendable {
     /// Number of tokens stored.
     public var tokenCount: Int { docOffsets.last ?? 0 }
 
-    public func forEachClusterChunk(_ centroid: Int, _ body: (ClusterView) throws -> Void) throws {
-        guard centroid >= 0, centroid < centroidCount else { return }
-        for j in chunkFirst[centroid]..<chunkFirst[centroid + 1] { try body(chunkViews[j]) }
-    }
-
     public func withClusterChunks<R>(_ body: (ClusterChunkTable) throws -> R) throws -> R {
         try chunkFirst.withUnsafeBufferPointer { f in
             try chunkViews.withUnsafeBufferPointer { try body(ClusterChunkTable(first: f, chunks: $0)) }

@@ -13,7 +13,7 @@ import Synchronization
 /// one and zero are options. On synthetic data (1.2M tokens, 16K centroids) best-unselected and
 /// last-selected gave the same recall within 0.01 at every nprobe, so WARP's rule stays.
 ///
-/// With `threads > 1` the snapshot's `forEachClusterChunk` is called concurrently from several
+/// With `threads > 1` the snapshot's `withClusterChunks` is called concurrently from several
 /// threads (after `prepareClusterReads` on the calling thread; `searchBatch` also gathers
 /// documents on its workers), and OpenBLAS is switched to one thread (process-wide) so that its
 /// pool does not fight ours; callers that want multithreaded BLAS afterwards set it back.

@@ -179,8 +179,10 @@ int ck_i8_scores_portable(const int8_t *q, const int32_t *offsets, const float *
 
 /// `out[j] = q · rows[ids[j]]` (rows `dim` wide) for j < n: a few chosen rows re-scored in F32.
 void ck_dot_ids(const float *q, const float *rows, int dim, const int32_t *ids, int n, float *out);
-/// Rows `ids[0..<n]` (n ≤ 256) re-scored in F32 against `q` (`ck_dot_ids`); the best `keep` of
-/// them by (score desc, id asc) into `scores_out` and `ids_out`. Returns how many: min(keep, n).
+/// Rows `ids[0..<n]` (n ≤ CK_RESCORE_MAX_CANDIDATES; more are ignored) re-scored in F32 against
+/// `q` (`ck_dot_ids`); the best `keep` of them by (score desc, id asc) into `scores_out` and
+/// `ids_out`. Returns how many: min(keep, n).
+#define CK_RESCORE_MAX_CANDIDATES 256
 int ck_rescore_best(const float *q, const float *rows, int dim, const int32_t *ids, int n, int keep,
                     float *scores_out, int32_t *ids_out);
 /// Asks for every cache line of rows `ids[0..<n]` (rows `dim` floats wide), ahead of `ck_dot_ids`.
