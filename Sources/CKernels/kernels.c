@@ -1157,6 +1157,22 @@ static inline long lower_bound_window(const unsigned char *p, long *n, unsigned 
     return base;
 }
 
+long ck_take_best(const unsigned char *offsets, uint32_t base, long n, const float *s, uint32_t bound, float *best,
+                  uint32_t *touched, long touched_count, long *taken) {
+    long tc = touched_count, kept = 0;
+    for (long t = 0; t < n; t++) {
+        const uint32_t doc = base + u16le(offsets, t);
+        if (doc >= bound) continue; /* never for a consistent index: predicted */
+        const float old = best[doc], v = s[t];
+        touched[tc] = doc;
+        tc += old == -INFINITY;
+        best[doc] = v > old ? v : old;
+        kept++;
+    }
+    *taken += kept;
+    return tc;
+}
+
 long ck_lower_bound_u16_portable(const unsigned char *p, long n, unsigned target) {
     long base = lower_bound_window(p, &n, target), below = 0;
     for (long i = 0; i < n; i++) below += u16le(p, base + i) < target;
