@@ -234,12 +234,8 @@ public enum MaxSimSearcher {
                             for j in 0..<probeCounts[i] {
                                 // The next probe's document ids are cold (pass one read only codes).
                                 let next = j + 1 < probeCounts[i] ? i * nprobe + j + 1 : (i + 1 < nq && probeCounts[i + 1] > 0 ? (i + 1) * nprobe : -1)
-                                if next >= 0 {
-                                    scratch.prefetchDocumentIds(ofProbe: next, plan: plan, table: table, idBound: idBound,
-                                                                worker: w, workers: workers)
-                                }
-                                scratch.takeScores(ofProbe: i * nprobe + j, plan: plan, table: table, idBound: idBound,
-                                                   worker: w, workers: workers, allowed: allowed)
+                                if next >= 0 { scratch.prefetchDocumentIds(ofProbe: next, plan: plan) }
+                                scratch.takeScores(ofProbe: i * nprobe + j, plan: plan, allowed: allowed)
                             }
                             scratch.fold(queryToken: i, missing: miss)
                         }
@@ -463,7 +459,20 @@ final class ScoringScratch: @unchecked Sendable {
     /// begin (`ProbePlan` group order).
     private var scores = UnsafeMutablePointer<Float>.allocate(capacity: 1)
     private var scoreCapacity = 1
-    private var groupOffsets: [Int] = []
+    /// Per probed cluster (`ProbePlan` group order), its parts' entries in `parts`:
+    /// `partStart[u] ..< partStart[u + 1]`. Pass two reads a cluster's parts from here: the
+    /// chunk table's entries, read in pass one, are cold again by then.
+    private var partStart: [Int] = []
+    private var parts: [ScoredPart] = []
+
+    /// This worker's entries of one cluster chunk and where their scores begin in `scores` (the
+    /// scores of the group's probe of rank r start `r * count` further).
+    struct ScoredPart {
+        let docOffsets: UnsafePointer<UInt8>
+        let docBase: UInt32
+        let count: Int32
+        let scoresAt: Int
+    }
     private(set) var scored = 0
     /// Candidates of the last finished query.
     private(set) var candidateCount = 0
@@ -541,7 +550,8 @@ final class ScoringScratch: @unchecked Sendable {
                        idBound: Int, worker w: Int, workers: Int, normalize: Bool) throws {
         let dim = codec.dim, bytesPerCode = codec.bytesPerVector
         var cursor = 0
-        groupOffsets.removeAll(keepingCapacity: true)
+        partStart.removeAll(keepingCapacity: true)
+        parts.removeAll(keepingCapacity: true)
         let fastScan = plan.usesFastScan
         // The table's entries of the probed clusters are cold (the centroid stage streamed
         // megabytes through the caches since the last query) and each cluster's lookup depends on
@@ -558,7 +568,7 @@ final class ScoringScratch: @unchecked Sendable {
                             for u in 0..<plan.clusterCount {
                                 let c = Int(plan.clusters[u])
                                 let group = plan.groupStart[u], m = plan.groupStart[u + 1] - group
-                                groupOffsets.append(cursor)
+                                partStart.append(parts.count)
                                 // The next cluster's first codes, which the kernel would otherwise start on cold.
                                 if u + 1 < plan.clusterCount {
                                     for j in table.chunkRange(Int(plan.clusters[u + 1])) {
@@ -574,6 +584,8 @@ final class ScoringScratch: @unchecked Sendable {
                                     let part = Self.share(of: view, worker: w, workers: workers, idBound: idBound)
                                     guard !part.isEmpty else { continue }
                                     reserveScores(cursor + m * part.count, keeping: cursor)
+                                    parts.append(ScoredPart(docOffsets: view.docOffsets.assumingMemoryBound(to: UInt8.self) + 2 * part.lowerBound,
+                                                            docBase: view.docBase, count: Int32(part.count), scoresAt: cursor))
                                     if fastScan {
                                         MaxSimKernel.fastScanScores(codes: view.code(part.lowerBound), codec: codec, count: part.count,
                                                                     tables: tables.baseAddress! + group, scales: scales.baseAddress! + group,
@@ -593,30 +605,31 @@ final class ScoringScratch: @unchecked Sendable {
                 }
             }
         }
+        partStart.append(parts.count)
     }
 
     /// Pass two, for one probe (query token i's j-th cluster, `i * nprobe + j`): takes its scores
     /// of this worker's entries into the documents' best scores for the current query token.
-    func takeScores(ofProbe probe: Int, plan: ProbePlan, table: ClusterChunkTable, idBound: Int, worker w: Int, workers: Int,
-                    allowed: DocumentFilter?) {
+    func takeScores(ofProbe probe: Int, plan: ProbePlan, allowed: DocumentFilter?) {
         let u = Int(plan.probeGroup[probe]), rank = Int(plan.probeRank[probe])
-        let m = plan.groupStart[u + 1] - plan.groupStart[u]
-        var cursor = groupOffsets[u]
-        for j in table.chunkRange(Int(plan.clusters[u])) {
-            let view = table.chunks[j]
-            let part = Self.share(of: view, worker: w, workers: workers, idBound: idBound)
-            guard !part.isEmpty else { continue }
-            take(view, part: part, scores: scores + cursor + rank * part.count, allowed: allowed)
-            cursor += m * part.count
+        parts.withUnsafeBufferPointer { p in
+            for x in partStart[u] ..< partStart[u + 1] {
+                let part = p[x]
+                take(part, scores: scores + part.scoresAt + rank * Int(part.count), allowed: allowed)
+            }
         }
     }
 
     /// Asks for the cache lines of a probe's document ids (this worker's entries), ahead of its
     /// `takeScores`.
-    func prefetchDocumentIds(ofProbe probe: Int, plan: ProbePlan, table: ClusterChunkTable, idBound: Int, worker w: Int, workers: Int) {
-        for j in table.chunkRange(Int(plan.clusters[Int(plan.probeGroup[probe])])) {
-            let view = table.chunks[j]
-            view.prefetchDocumentIds(Self.share(of: view, worker: w, workers: workers, idBound: idBound))
+    func prefetchDocumentIds(ofProbe probe: Int, plan: ProbePlan) {
+        let u = Int(plan.probeGroup[probe])
+        parts.withUnsafeBufferPointer { p in
+            for x in partStart[u] ..< partStart[u + 1] {
+                var o = 0
+                let end = 2 * Int(p[x].count)
+                while o < end { ck_prefetch(p[x].docOffsets + o); o += 64 }
+            }
         }
     }
 
@@ -631,25 +644,24 @@ final class ScoringScratch: @unchecked Sendable {
         scoreCapacity = grown
     }
 
-    /// Takes the current query token's scores of the `part` entries of `view` (`scores[0]` is
-    /// the score of entry `part.lowerBound`) into the documents' best scores: in C without a
-    /// filter (`ck_take_best`; Swift's loop compiled the test for a new document to a branch,
-    /// mispredicted on about every other entry).
+    /// Takes the current query token's scores of `part` (`scores[t]` for its entry t) into the
+    /// documents' best scores: in C without a filter (`ck_take_best`; Swift's loop compiled the
+    /// test for a new document to a branch, mispredicted on about every other entry).
     @inline(__always)
-    private func take(_ view: ClusterView, part: Range<Int>, scores partScores: UnsafePointer<Float>, allowed: DocumentFilter?) {
+    private func take(_ part: ScoredPart, scores s: UnsafePointer<Float>, allowed: DocumentFilter?) {
         let bound = capacity
         let best = self.best, touched = self.touched
         guard let allowed else {
             var taken = 0
-            touchedCount = ck_take_best(view.docOffsets.assumingMemoryBound(to: UInt8.self) + 2 * part.lowerBound, view.docBase,
-                                        part.count, partScores, UInt32(clamping: bound), best, touched, touchedCount, &taken)
+            touchedCount = ck_take_best(part.docOffsets, part.docBase, Int(part.count), s, UInt32(clamping: bound), best, touched,
+                                        touchedCount, &taken)
             scored += taken
             return
         }
-        let s = partScores - part.lowerBound
         var scored = 0, touchedCount = self.touchedCount
-        for t in part {
-            let doc = view.docId(t)
+        let offsets = UnsafeRawPointer(part.docOffsets)
+        for t in 0..<Int(part.count) {
+            let doc = part.docBase &+ UInt32(UInt16(littleEndian: offsets.loadUnaligned(fromByteOffset: 2 * t, as: UInt16.self)))
             let d = Int(doc)
             if d >= bound { continue }
             if !allowed.contains(doc) { continue }
