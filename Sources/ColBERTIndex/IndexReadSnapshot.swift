@@ -5,14 +5,14 @@ import Synchronization
 
 /// Where every cluster chunk of one snapshot lies in the memory map, so that searches and
 /// document reads reach a cluster without a B-tree lookup. Built by one scan of the cluster
-/// database and shared by all snapshots of the same transaction id and map address: the pages
-/// of a committed transaction do not move while any reader can see it, and each user of this
-/// directory holds such a reader.
+/// database and shared by all snapshots of the same transaction id and map generation: the pages
+/// of a committed transaction do not move while any reader can see it (each user of this
+/// directory holds such a reader), and the map itself only moves when this process remaps it.
 final class ClusterDirectory: @unchecked Sendable {
     // @unchecked: immutable after init; the pointers are only dereferenced under a read
     // transaction of `transactionId`.
     let transactionId: Int
-    let mapAddress: UInt
+    let mapGeneration: Int
     let table: Int
     /// Chunks of cluster c are `chunks[first[c] ..< first[c + 1]]`; `lastDocs[j]` is the last
     /// document id of chunk j (kept here so that finding a document's chunk reads no chunk).
@@ -20,9 +20,9 @@ final class ClusterDirectory: @unchecked Sendable {
     let chunks: [ClusterView]
     let lastDocs: [UInt32]
 
-    init(txn: LMDBTransaction, database: LMDBDatabase, table: Int, mapAddress: UInt, centroids: Int, bytesPerCode: Int) throws {
+    init(txn: LMDBTransaction, database: LMDBDatabase, table: Int, mapGeneration: Int, centroids: Int, bytesPerCode: Int) throws {
         transactionId = txn.id
-        self.mapAddress = mapAddress
+        self.mapGeneration = mapGeneration
         self.table = table
         var first = [Int](repeating: 0, count: centroids + 1)
         var chunks: [ClusterView] = []
@@ -174,10 +174,10 @@ public struct IndexReadSnapshot: IndexSnapshot {
     func directory() throws -> ClusterDirectory {
         try directoryBox.directory.withLock { mine in
             if let mine { return mine }
-            let id = txn.id, address = index.env.mapAddress, table = counters.clusterTable
+            let id = txn.id, generation = index.env.mapGeneration, table = counters.clusterTable
             let built = try index.directoryCache.withLock { cached -> ClusterDirectory in
-                if let d = cached, d.transactionId == id, d.mapAddress == address, d.table == table { return d }
-                let d = try ClusterDirectory(txn: txn, database: try index.clusters(counters), table: table, mapAddress: address,
+                if let d = cached, d.transactionId == id, d.mapGeneration == generation, d.table == table { return d }
+                let d = try ClusterDirectory(txn: txn, database: try index.clusters(counters), table: table, mapGeneration: generation,
                                              centroids: index.centroidCount, bytesPerCode: index.codec.bytesPerVector)
                 cached = d
                 return d

@@ -120,12 +120,12 @@ final class LMDBEnvironment: @unchecked Sendable {
 
     func hasDatabase(_ name: String) -> Bool { databases[name] != nil }
 
-    /// Address of the memory map: views of one transaction id stay valid while it is unchanged.
-    var mapAddress: UInt {
-        var info = MDB_envinfo()
-        mdb_env_info(env, &info)
-        return UInt(bitPattern: info.me_mapaddr)
-    }
+    /// How many times this process has remapped the file (growing the map, or adopting another
+    /// process's growth): a remap may move the map, so views read before it are stale even for the
+    /// same transaction id. (LMDB's `me_mapaddr` is not the map's address: it is set only for
+    /// fixed maps.) Constant while a transaction of this environment is open.
+    var mapGeneration: Int { sizeLock.lock(); defer { sizeLock.unlock() }; return _mapGeneration }
+    private var _mapGeneration = 0
 
     /// Runs `body` in a read transaction: a consistent snapshot, values read in place from the map.
     func withReadTransaction<R>(_ body: (LMDBTransaction) throws -> R) throws -> R {
@@ -191,10 +191,11 @@ final class LMDBEnvironment: @unchecked Sendable {
         resizeLock.writeLock()
         defer { resizeLock.unlock() }
         let size = Self.roundToPages(newSize)
-        try LMDBError.check(mdb_env_set_mapsize(env, size), "growing the index map to \(size) bytes")
+        let rc = mdb_env_set_mapsize(env, size)
         var info = MDB_envinfo()
         mdb_env_info(env, &info)
-        sizeLock.lock(); _mapSize = Int(info.me_mapsize); sizeLock.unlock()
+        sizeLock.lock(); _mapSize = Int(info.me_mapsize); _mapGeneration += 1; sizeLock.unlock()
+        try LMDBError.check(rc, "growing the index map to \(size) bytes")
     }
 
     private func adoptGrownMap() {
@@ -203,7 +204,7 @@ final class LMDBEnvironment: @unchecked Sendable {
         _ = mdb_env_set_mapsize(env, 0)
         var info = MDB_envinfo()
         mdb_env_info(env, &info)
-        sizeLock.lock(); _mapSize = Int(info.me_mapsize); sizeLock.unlock()
+        sizeLock.lock(); _mapSize = Int(info.me_mapsize); _mapGeneration += 1; sizeLock.unlock()
     }
 
     /// Page size and the highest page in use (the part of the file holding live or free pages).

@@ -317,6 +317,36 @@ import Testing
         #expect(try index.verify().isEmpty)
     }
 
+    @Test func mapGrowthWithoutCommitRebuildsTheChunkDirectory() throws {
+        let dir = TempDir()
+        try Fixtures.writeCorpus(Fixtures.documents(40), to: dir.file("c.jsonl"))
+        _ = try IndexBuilder(encoder: encoder, options: smallOptions()).build(corpus: dir.file("c.jsonl"), index: dir.file("idx"))
+        let index = try ColBERTIndex.open(at: dir.file("idx"))
+        let before = try index.withSnapshot { s in try s.directory() }
+        #expect(try index.withSnapshot { s in try s.directory() } === before)
+        // A write that fills the map once (the map grows, i.e. is remapped) and then fails: no
+        // commit, so the transaction id is unchanged, but views into the old map are stale.
+        struct Refused: Error {}
+        var attempts = 0
+        #expect(throws: Refused.self) {
+            try index.env.withWriteTransaction { _ in
+                attempts += 1
+                if attempts == 1 { throw LMDBError(code: -30792 /* MDB_MAP_FULL */, operation: "test") }
+                throw Refused()
+            }
+        }
+        #expect(attempts == 2)
+        let after = try index.withSnapshot { s in try s.directory() }
+        #expect(after !== before)
+        #expect(after.transactionId == before.transactionId)
+        // Every token is reachable through the rebuilt directory.
+        let (tokens, listed) = try index.withSnapshot { s in
+            (s.tokenCount, try s.withClusterChunks { t in t.chunks.reduce(0) { $0 + $1.count } })
+        }
+        #expect(listed == tokens && tokens > 0)
+        #expect(try index.verify().isEmpty)
+    }
+
     @Test func longExternalIdsAreHashed() throws {
         let dir = TempDir()
         try Fixtures.writeCorpus(Fixtures.documents(20), to: dir.file("c.jsonl"))
