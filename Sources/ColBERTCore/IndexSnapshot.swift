@@ -23,13 +23,6 @@ public struct ClusterView {
     }
     @inlinable public func code(_ i: Int) -> UnsafeRawPointer { codes + i * bytesPerCode }
 
-    /// Asks for the cache lines of the document ids of `entries` ahead of a scan over them.
-    @inlinable public func prefetchDocumentIds(_ entries: Range<Int>) {
-        var o = entries.lowerBound * 2
-        let end = entries.upperBound * 2
-        while o < end { ck_prefetch(docOffsets + o); o += 64 }
-    }
-
     /// Asks for the first lines of the codes of `entries` (up to 16 codes), ahead of scoring them.
     @inlinable public func prefetchCodes(_ entries: Range<Int>) {
         var o = entries.lowerBound * bytesPerCode
