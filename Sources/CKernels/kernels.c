@@ -1157,12 +1157,17 @@ static inline long lower_bound_window(const unsigned char *p, long *n, unsigned 
     return base;
 }
 
-long ck_take_best(const unsigned char *offsets, uint32_t base, long n, const float *s, uint32_t bound, float *best,
-                  uint32_t *touched, long touched_count, long *taken) {
+/* ck_take_best's loop; `filtered` is a constant at each call, so the unfiltered loop carries no
+   test of the filter. */
+__attribute__((always_inline))
+static inline long take_best(const unsigned char *offsets, uint32_t base, long n, const float *s, uint32_t bound,
+                             const int filtered, const uint64_t *allowed, long word_count, float *best, uint32_t *touched,
+                             long touched_count, long *taken) {
     long tc = touched_count, kept = 0;
     for (long t = 0; t < n; t++) {
         const uint32_t doc = base + u16le(offsets, t);
         if (doc >= bound) continue; /* never for a consistent index: predicted */
+        if (filtered && ((long)(doc >> 6) >= word_count || !((allowed[doc >> 6] >> (doc & 63)) & 1))) continue;
         const float old = best[doc], v = s[t];
         touched[tc] = doc;
         tc += old == -INFINITY;
@@ -1171,6 +1176,12 @@ long ck_take_best(const unsigned char *offsets, uint32_t base, long n, const flo
     }
     *taken += kept;
     return tc;
+}
+
+long ck_take_best(const unsigned char *offsets, uint32_t base, long n, const float *s, uint32_t bound, int filtered,
+                  const uint64_t *allowed, long word_count, float *best, uint32_t *touched, long touched_count, long *taken) {
+    if (filtered) return take_best(offsets, base, n, s, bound, 1, allowed, word_count, best, touched, touched_count, taken);
+    return take_best(offsets, base, n, s, bound, 0, NULL, 0, best, touched, touched_count, taken);
 }
 
 long ck_lower_bound_u16_portable(const unsigned char *p, long n, unsigned target) {

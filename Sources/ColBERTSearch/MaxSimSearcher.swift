@@ -669,35 +669,22 @@ final class ScoringScratch: @unchecked Sendable {
     }
 
     /// Takes the current query token's scores of `part` (`scores[t]` for its entry t) into the
-    /// documents' best scores: in C without a filter (`ck_take_best`; Swift's loop compiled the
-    /// test for a new document to a branch, mispredicted on about every other entry).
+    /// documents' best scores (`ck_take_best`, in C: Swift's loop compiled the test for a new
+    /// document to a branch, mispredicted on about every other entry).
     @inline(__always)
     private func take(_ part: ScoredPart, scores s: UnsafePointer<Float>, allowed: DocumentFilter?) {
-        let bound = capacity
-        let best = self.best, touched = self.touched
-        guard let allowed else {
-            var taken = 0
-            touchedCount = ck_take_best(part.docOffsets, part.docBase, Int(part.count), s, UInt32(clamping: bound), best, touched,
+        var taken = 0
+        let bound = UInt32(clamping: capacity)
+        if let allowed {
+            touchedCount = allowed.words.withUnsafeBufferPointer { w in
+                ck_take_best(part.docOffsets, part.docBase, Int(part.count), s, bound, 1, w.baseAddress, w.count, best, touched,
+                             touchedCount, &taken)
+            }
+        } else {
+            touchedCount = ck_take_best(part.docOffsets, part.docBase, Int(part.count), s, bound, 0, nil, 0, best, touched,
                                         touchedCount, &taken)
-            scored += taken
-            return
         }
-        var scored = 0, touchedCount = self.touchedCount
-        let offsets = UnsafeRawPointer(part.docOffsets)
-        for t in 0..<Int(part.count) {
-            let doc = part.docBase &+ UInt32(UInt16(littleEndian: offsets.loadUnaligned(fromByteOffset: 2 * t, as: UInt16.self)))
-            let d = Int(doc)
-            if d >= bound { continue }
-            if !allowed.contains(doc) { continue }
-            let score = s[t]
-            scored += 1
-            let old = best[d]
-            touched[touchedCount] = doc
-            touchedCount &+= old == -Float.infinity ? 1 : 0
-            best[d] = Swift.max(old, score)
-        }
-        self.scored += scored
-        self.touchedCount = touchedCount
+        scored += taken
     }
 
     /// Adds the current query token's best scores to the documents' sums.

@@ -124,12 +124,13 @@ long ck_lower_bound_u16_portable(const unsigned char *offsets, long n, unsigned 
 
 /// Takes one query token's scores of a cluster chunk's entries into the documents' best scores:
 /// for entry t (document `base + offsets[t]`, 16-bit little-endian; skipped unless below
-/// `bound`), `best[doc] = max(best[doc], s[t])`, and `doc` is appended to `touched` when its best
-/// was -inf (first seen for this token). Without branches on the data: whether a document is new,
-/// and whether its score improves, are unpredictable. Returns the new length of `touched`, which
+/// `bound`, and, when `filtered`, unless its bit is set in the `word_count` words of `allowed`),
+/// `best[doc] = max(best[doc], s[t])`, and `doc` is appended to `touched` when its best was -inf
+/// (first seen for this token). Without branches on the data: whether a document is new, and
+/// whether its score improves, are unpredictable. Returns the new length of `touched`, which
 /// needs one slot beyond the documents it can hold; adds the entries taken to `*taken`.
-long ck_take_best(const unsigned char *offsets, uint32_t base, long n, const float *s, uint32_t bound, float *best,
-                  uint32_t *touched, long touched_count, long *taken);
+long ck_take_best(const unsigned char *offsets, uint32_t base, long n, const float *s, uint32_t bound, int filtered,
+                  const uint64_t *allowed, long word_count, float *best, uint32_t *touched, long touched_count, long *taken);
 
 /// A hint to fetch the cache line holding p (for reads), ahead of a scattered access.
 static inline void ck_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
