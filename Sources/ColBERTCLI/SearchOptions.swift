@@ -10,7 +10,8 @@ struct SearchTuningOptions: ParsableArguments {
     @Option(name: .long, help: "Candidates re-scored exactly (0: approximate scores only).") var rerank: Int?
     @Option(name: .long, help: "Stop the re-rank once later candidates are unlikely to enter the top k: the allowance per query token on top of the largest error seen.") var rerankMargin: Float?
     @Flag(name: .long, help: "Re-rank all --rerank candidates (no early stop).") var rerankAll = false
-    @Option(name: .long, help: "Skip probed clusters whose centroid score is below this.") var centroidThreshold: Float?
+    @Option(name: .long, help: "Skip probed clusters whose centroid score is below this (default: 0.3, 0.25 for k > 100).") var centroidThreshold: Float?
+    @Flag(name: .long, help: "Probe the top --nprobe clusters whatever their centroid scores.") var noCentroidThreshold = false
     @Option(name: .long, help: "Choose the probes among the centroids of each query token's best N groups of 8 centroids (indexes of 4,096 centroids or more): a faster centroid stage for some recall, e.g. N = 4-8x nprobe; 0 (default) scores every centroid.") var groupProbes: Int?
     @Option(name: .long, help: "Worker threads (default: all cores).") var threads: Int?
     @Option(name: .long, help: "Imputation for query tokens with no probed token of a document: bestUnselected, lastSelected or zero.") var missing: String?
@@ -26,6 +27,9 @@ struct SearchTuningOptions: ParsableArguments {
         if rerankAll && rerankMargin != nil { throw ValidationError("give --rerank-margin or --rerank-all, not both") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if let centroidThreshold, !centroidThreshold.isFinite { throw ValidationError("--centroid-threshold must be finite") }
+        if centroidThreshold != nil && noCentroidThreshold {
+            throw ValidationError("give --centroid-threshold or --no-centroid-threshold, not both")
+        }
         if let missing, MissingSimilarity(rawValue: missing) == nil {
             throw ValidationError("--missing must be one of: \(MissingSimilarity.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -40,6 +44,7 @@ struct SearchTuningOptions: ParsableArguments {
         if let rerankMargin { p.rerankMargin = rerankMargin }
         if rerankAll { p.rerankMargin = nil }
         if let centroidThreshold { p.centroidScoreThreshold = centroidThreshold }
+        if noCentroidThreshold { p.centroidScoreThreshold = nil }
         if let missing, let m = MissingSimilarity(rawValue: missing) { p.missingSimilarity = m }
         if normalizeScores { p.normalizeScores = true }
         p.fastScan = fastScan

@@ -357,9 +357,39 @@ import Testing
         for q in f.queries {
             let (implicit, t) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5)
             let (explicit, tOwn) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5, parameters: own)
-            let (_, tBase) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5, parameters: .defaults(k: 5))
             #expect(implicit == explicit)
-            #expect(t.scoredTokens == tOwn.scoredTokens && t.scoredTokens > tBase.scoredTokens)
+            #expect(t.scoredTokens == tOwn.scoredTokens)
+            // The default centroid score threshold cuts most probes of random vectors, so the
+            // extra probes show with it off.
+            var ownAll = own, baseAll = SearchParameters.defaults(k: 5)
+            ownAll.centroidScoreThreshold = nil
+            baseAll.centroidScoreThreshold = nil
+            let (_, tOwnAll) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5, parameters: ownAll)
+            let (_, tBaseAll) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5, parameters: baseAll)
+            #expect(tOwnAll.scoredTokens > tBaseAll.scoredTokens)
+            #expect(t.scoredTokens <= tOwnAll.scoredTokens)
+        }
+    }
+
+    /// The defaults skip probes whose centroid score is under 0.3 (0.25 past k = 100); nil probes
+    /// the top nprobe whatever their scores, and a threshold above every score leaves only the
+    /// imputed similarity, so nothing is scored.
+    @Test func defaultCentroidThresholdSkipsFarClusters() throws {
+        #expect(SearchParameters.defaults(k: 10).centroidScoreThreshold == 0.3)
+        #expect(SearchParameters.defaults(k: 100).centroidScoreThreshold == 0.3)
+        #expect(SearchParameters.defaults(k: 500).centroidScoreThreshold == 0.25)
+        let f = try Fixture(documents: 60, centroidCount: 16, queries: 2)
+        for q in f.queries {
+            var p = SearchParameters(nprobe: 16)
+            let (_, tAll) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5, parameters: p)
+            // Every probe of every query token: each token of the index once per query token.
+            #expect(tAll.scoredTokens > 0 && tAll.scoredTokens % f.index.tokenCount == 0)
+            p.centroidScoreThreshold = 0.3
+            let (_, tCut) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5, parameters: p)
+            #expect(tCut.scoredTokens < tAll.scoredTokens)  // random vectors: most centroid scores are low
+            p.centroidScoreThreshold = 2
+            let (_, tNone) = try MaxSimSearcher.searchWithTimings(query: q, in: f.index, k: 5, parameters: p)
+            #expect(tNone.scoredTokens == 0)
         }
     }
 
