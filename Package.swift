@@ -60,7 +60,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
-        .executableTarget(name: "colbert", dependencies: ["ColBERTCLI"]),
+        .executableTarget(name: "colbert", dependencies: ["ColBERTCLI", "ColBERTCore"]),
 
         .testTarget(name: "ColBERTCoreTests", dependencies: ["ColBERTCore", "CKernels"]),
         .testTarget(name: "ColBERTTokenizerTests", dependencies: ["ColBERTTokenizer"]),

@@ -368,8 +368,18 @@ int ck_uses_avx2(void) {
     }
     return s;
 }
+
+const char *ck_blas_core_for_cpu(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl")) return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+    return NULL;
+}
 #else
 int ck_uses_avx2(void) { return 0; }
+const char *ck_blas_core_for_cpu(void) { return NULL; }
 #endif
 
 #ifdef CK_X86

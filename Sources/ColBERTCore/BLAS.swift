@@ -1,10 +1,45 @@
+import CKernels
 import COpenBLAS
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Thin, Swift-typed wrapper over the CBLAS calls the project uses. All matrices are row-major F32.
 public enum BLAS {
     /// Number of threads OpenBLAS uses for one call. Global to the process.
     public static var threadCount: Int {
         get { Int(openblas_get_num_threads()) }
+    }
+
+    /// The core type OpenBLAS picked for this CPU at load time (e.g. "Haswell", "SkylakeX").
+    public static var coreName: String {
+        guard let name = openblas_get_corename() else { return "unknown" }
+        return String(cString: name)
+    }
+
+    /// The core type to force through `OPENBLAS_CORETYPE`, or nil to keep OpenBLAS's choice.
+    /// OpenBLAS releases older than the CPU (Debian 12's 0.3.21 on Xeons of model 207, for one)
+    /// do not know its model number and fall back to their SSE3 "Prescott" kernels, which made
+    /// the encoder's matrix products 3–5x slower than the AVX-512 kernels on such a machine
+    /// (docs/BENCHMARKS.md, `run27`). Only that fallback is overridden, and never a core type the
+    /// user set.
+    public static func coreTypeOverride(detected: String, environment: String?, cpuBest: String?) -> String? {
+        guard environment == nil, let cpuBest, detected.lowercased() == "prescott" else { return nil }
+        return cpuBest
+    }
+
+    /// Re-executes this process with `OPENBLAS_CORETYPE` set when `coreTypeOverride` says so
+    /// (OpenBLAS reads it once, when the library is loaded). Returns only when no override is
+    /// needed or the re-exec failed, in which case the process goes on with OpenBLAS's choice.
+    public static func reexecWithFasterCoreTypeIfNeeded() {
+        let env = getenv("OPENBLAS_CORETYPE").map { String(cString: $0) }
+        let best = ck_blas_core_for_cpu().map { String(cString: $0) }
+        guard let core = coreTypeOverride(detected: coreName, environment: env, cpuBest: best) else { return }
+        setenv("OPENBLAS_CORETYPE", core, 1)
+        #if os(Linux)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        #endif
+        // Still here: this process keeps OpenBLAS's choice; the processes it starts get the override.
     }
 
     /// Sets OpenBLAS's thread count (global). Callers that parallelise across queries set 1.

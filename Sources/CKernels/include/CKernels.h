@@ -11,6 +11,9 @@
 /// variable COLBERT_NO_AVX2 (to anything but "" or "0") before the first call forces the portable
 /// loops.
 int ck_uses_avx2(void);
+/// The OpenBLAS core type whose kernels this CPU can run at its widest: "SkylakeX" with AVX-512
+/// (F, CD, BW, DQ, VL), "Haswell" with AVX2 and FMA, NULL otherwise (and off x86).
+const char *ck_blas_core_for_cpu(void);
 
 /// Rows (a query's, or any few rows) laid out for the two kernels below: blocks of 16 rows, each block dim x 16 floats
 /// (value k of the block's row r at 16k + r), rows past the end zero. Floats needed:
